@@ -1,0 +1,1 @@
+"""Thin typer commands, one module per group; all the work happens in the layers below."""

@@ -1,0 +1,83 @@
+"""Entry point: ``vlm-retain`` and ``python -m vlm_retain``.
+
+Errors raised by the library (:class:`~vlm_retain.errors.VlmRetainError`) become one line on
+stderr and the documented exit code (0 ok, 1 problems found, 2 usage or input error) instead of
+a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+import typer
+
+from vlm_retain import __version__
+from vlm_retain.cli import data as data_cli
+from vlm_retain.cli import demo as demo_cli
+from vlm_retain.errors import EXIT_USAGE, VlmRetainError
+
+app = typer.Typer(
+    name="vlm-retain",
+    help="Teach vision-language models to read historical handwriting without forgetting.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_cli.app, name="data")
+app.command("demo")(demo_cli.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vlm-retain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Offline by design: nothing is downloaded or uploaded (HF_HUB_OFFLINE is set)."""
+
+
+def _click_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Usage-error and abort classes of click and of typer's vendored copy (typer >= 0.22)."""
+    usage: list[type[BaseException]] = [click.ClickException]
+    abort: list[type[BaseException]] = [click.exceptions.Abort, typer.Abort]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:  # older typer uses click itself
+        pass
+    else:
+        usage.append(vendored.ClickException)
+    return tuple(usage), tuple(abort)
+
+
+_USAGE_ERRORS, _ABORTS = _click_errors()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI; exit with the documented codes."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="vlm-retain",
+            standalone_mode=False,
+        )
+    except VlmRetainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except _USAGE_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(EXIT_USAGE)
+    except _ABORTS:
+        print("aborted", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.exit(code if isinstance(code, int) else 0)

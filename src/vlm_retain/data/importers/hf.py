@@ -1,0 +1,300 @@
+"""Hugging Face parquet: an ``image`` column of ``{bytes, path}`` structs and a ``text`` column.
+
+This is the layout ``datasets`` writes for an ``Image`` feature (e.g. ``Teklia/IAM-line``:
+``data/{train,validation,test}.parquet``, or shards ``train-00000-of-00002.parquet``). Files are
+read in record batches, so memory stays flat however large a split is. Image bytes are written
+as they are (no decoding, no re-encoding: Teklia's JPEGs stay byte-identical) under
+``images/<split>/<id>.<ext>``, the extension taken from the bytes' magic number; because base.py
+trusts images an importer wrote itself, each one is probed here before it is kept. An image
+given only by ``path`` is referenced where it lies, relative to its parquet file's folder.
+
+The split comes from the file name (``validation``/``valid``/``val``/``dev`` -> val), the name
+kept in ``meta.original_split``; ids come from ``--id-col`` or are ``<split>-<row:06d>``,
+counting rows across a split's shards in order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlm_retain.data.images import BadImage, probe_image
+from vlm_retain.data.importers.base import ImportContext
+from vlm_retain.data.manifest import Record
+from vlm_retain.errors import InputError
+from vlm_retain.text import clean_text
+
+#: File-name split words -> manifest split (the HF names first, then the common aliases).
+SPLIT_NAMES = {
+    "train": "train",
+    "validation": "val",
+    "valid": "val",
+    "val": "val",
+    "dev": "val",
+    "test": "test",
+}
+#: ``train-00000-of-00002`` (``push_to_hub``), optionally with the older ``-<hash>`` suffix.
+_SHARD = re.compile(r"^(?P<split>.+?)-\d+-of-\d+(?:-[0-9a-f]+)?$")
+_LANG = re.compile(r"^[a-z]{2}$")
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_BATCH_ROWS = 64
+_RENAME_HINT = (
+    "name each file after its split: train.parquet, validation.parquet, test.parquet "
+    "(or shards such as train-00000-of-00002.parquet)"
+)
+
+
+@dataclass(frozen=True)
+class HfOptions:
+    """Column names default to what ``datasets`` writes for an ``Image`` + ``Value`` pair."""
+
+    lang: str
+    image_col: str = "image"
+    text_col: str = "text"
+    id_col: str | None = None
+    source: str = "hf"
+
+
+def build(ctx: ImportContext, opts: HfOptions) -> list[Record]:
+    if not _LANG.match(opts.lang):
+        raise InputError(
+            f"--lang {opts.lang!r} is not an ISO 639-1 code", hint="use en, ru, it, ar..."
+        )
+    if not opts.source.strip():
+        raise InputError("--source must not be empty")
+    files_by_split = _split_files(ctx.src)
+    records: list[Record] = []
+    seen_ids: dict[str, str] = {}
+    used_names: set[str] = set()
+    for split_word, files in files_by_split.items():
+        row_in_split = 0
+        for parquet in files:
+            for row, image, text, source_id in _rows(parquet, opts):
+                record_id = (
+                    source_id if source_id is not None else f"{split_word}-{row_in_split:06d}"
+                )
+                row_in_split += 1
+                where = f"{parquet.name} row {row}"
+                if record_id in seen_ids:
+                    raise InputError(
+                        f"duplicate id {record_id!r} (also at {seen_ids[record_id]})",
+                        path=parquet,
+                        field=opts.id_col,
+                        hint="--id-col must name a column whose values are unique",
+                    )
+                seen_ids[record_id] = where
+                cleaned = clean_text(text) if isinstance(text, str) else ""
+                if not cleaned:
+                    ctx.skip("empty text", record_id)
+                    continue
+                meta: dict[str, Any] = {
+                    "original_split": split_word,
+                    "file": _relative_name(parquet, ctx.src),
+                    "row": row,
+                }
+                split = SPLIT_NAMES[split_word]
+                image_ref = _image_ref(ctx, parquet, row, image, record_id, split, used_names, meta)
+                if image_ref is None:
+                    continue
+                records.append(
+                    Record.create(
+                        id=record_id,
+                        image=image_ref,
+                        text=cleaned,
+                        lang=opts.lang,
+                        source=opts.source,
+                        split=split,
+                        meta=meta,
+                    )
+                )
+    return records
+
+
+def _split_files(src: Path) -> dict[str, list[Path]]:
+    """Parquet files grouped by their split word, shards in name (= shard index) order."""
+    if src.is_file():
+        files = [src]
+    else:
+        files = sorted(p for p in src.rglob("*.parquet") if p.is_file())
+        if not files:
+            raise InputError(
+                "no .parquet files found",
+                path=src,
+                hint="pass a parquet file or a folder holding data/*.parquet",
+            )
+    grouped: dict[str, list[Path]] = {}
+    for path in files:
+        word = _split_word(path)
+        if word is None:
+            raise InputError(
+                "cannot tell the split from the file name", path=path, hint=_RENAME_HINT
+            )
+        grouped.setdefault(word, []).append(path)
+    order = list(SPLIT_NAMES)
+    return {word: sorted(grouped[word]) for word in sorted(grouped, key=order.index)}
+
+
+def _split_word(path: Path) -> str | None:
+    """``train``/``validation``/... from ``train.parquet``, ``train-00000-of-00002.parquet``
+    or, for numbered shards (``default/train/0000.parquet``), from the parent folder."""
+    stem = path.name.removesuffix(".parquet").lower()
+    match = _SHARD.match(stem)
+    word = match["split"] if match else stem
+    if word.isdigit():
+        word = path.parent.name.lower()
+    return word if word in SPLIT_NAMES else None
+
+
+def _rows(parquet: Path, opts: HfOptions) -> Iterator[tuple[int, Any, Any, str | None]]:
+    """Yield ``(row, image struct, text, id or None)`` batch by batch."""
+    try:
+        handle = pq.ParquetFile(parquet)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(
+            f"not a readable parquet file ({exc})",
+            path=parquet,
+            hint="re-download it; a partial download is not a valid parquet file",
+        ) from None
+    schema = handle.schema_arrow
+    wanted = [opts.image_col, opts.text_col] + ([opts.id_col] if opts.id_col else [])
+    for column in wanted:
+        if column not in schema.names:
+            raise InputError(
+                f"no column {column!r}; columns present: {', '.join(schema.names)}",
+                path=parquet,
+                hint="pick the right one with --image-col, --text-col or --id-col",
+            )
+    _check_image_type(schema.field(opts.image_col).type, parquet, opts.image_col)
+    if not (
+        pa.types.is_string(schema.field(opts.text_col).type)
+        or pa.types.is_large_string(schema.field(opts.text_col).type)
+    ):
+        raise InputError(
+            f"column holds {schema.field(opts.text_col).type}, not text",
+            path=parquet,
+            field=opts.text_col,
+            hint="pick the transcription column with --text-col",
+        )
+    row = 0
+    try:
+        for batch in handle.iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
+            images = batch.column(opts.image_col).to_pylist()
+            texts = batch.column(opts.text_col).to_pylist()
+            ids = batch.column(opts.id_col).to_pylist() if opts.id_col else [None] * len(texts)
+            for image, text, source_id in zip(images, texts, ids, strict=True):
+                if opts.id_col and (source_id is None or str(source_id).strip() == ""):
+                    raise InputError(
+                        f"row {row} has no id",
+                        path=parquet,
+                        field=opts.id_col,
+                        hint="every row needs a value in the --id-col column",
+                    )
+                yield row, image, text, (str(source_id).strip() if opts.id_col else None)
+                row += 1
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(
+            f"cannot read row group after row {row} ({exc})",
+            path=parquet,
+            hint="the file is damaged or truncated; re-download it",
+        ) from None
+
+
+def _check_image_type(kind: pa.DataType, parquet: Path, column: str) -> None:
+    names = (
+        {kind.field(i).name for i in range(kind.num_fields)} if pa.types.is_struct(kind) else set()
+    )
+    if not names & {"bytes", "path"}:
+        raise InputError(
+            f"column holds {kind}, not an image struct {{bytes, path}}",
+            path=parquet,
+            field=column,
+            hint="pick the image column with --image-col",
+        )
+
+
+def _image_ref(
+    ctx: ImportContext,
+    parquet: Path,
+    row: int,
+    image: Any,
+    record_id: str,
+    split: str,
+    used_names: set[str],
+    meta: dict[str, Any],
+) -> str | None:
+    """Write embedded bytes (probed) or reference a path-only image; None when skipped."""
+    data = image.get("bytes") if isinstance(image, dict) else None
+    path = image.get("path") if isinstance(image, dict) else None
+    if path:
+        meta["image_path"] = path
+    if not data:
+        if not path:
+            ctx.skip("no image", record_id)
+            return None
+        ctx.note("images referenced by path (no bytes in the parquet)")
+        target = Path(path)
+        return ctx.reference(target if target.is_absolute() else parquet.parent / target)
+    extension = image_extension(data)
+    name = _unique_name(f"{split}/{_UNSAFE_NAME.sub('_', record_id)}", used_names)
+    if extension is None:
+        return _bad_image(
+            ctx, BadImage("unreadable image (unknown format)"), parquet, row, record_id
+        )
+    relative = ctx.save_bytes(data, f"{name}.{extension}")
+    try:
+        info = probe_image(ctx.staging / relative)
+    except BadImage as bad:
+        (ctx.staging / relative).unlink()
+        ctx.written.discard(relative)
+        return _bad_image(ctx, bad, parquet, row, record_id)
+    meta.update(width=info.width, height=info.height)  # what base.py records for other images
+    return relative
+
+
+def _bad_image(ctx: ImportContext, bad: BadImage, parquet: Path, row: int, record_id: str) -> None:
+    """Same policy as base.py's verification: an error, or a counted skip with --skip-bad-images."""
+    if not ctx.skip_bad_images:
+        raise InputError(
+            f"row {row} (id {record_id}): {bad}",
+            path=parquet,
+            hint="re-download the file, or pass --skip-bad-images to count and skip it",
+        )
+    ctx.skip(str(bad).split(" (")[0], record_id)
+    return None
+
+
+def _unique_name(name: str, used: set[str]) -> str:
+    """Ids made file-safe can collide (``a/b`` and ``a_b``); number the later ones."""
+    candidate, number = name, 1
+    while candidate in used:
+        number += 1
+        candidate = f"{name}-{number}"
+    used.add(candidate)
+    return candidate
+
+
+def image_extension(data: bytes) -> str | None:
+    """File extension for encoded image bytes from their magic number (None when unknown)."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data.startswith(b"BM"):
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tif"
+    return None
+
+
+def _relative_name(parquet: Path, src: Path) -> str:
+    return parquet.name if src.is_file() else parquet.relative_to(src).as_posix()
