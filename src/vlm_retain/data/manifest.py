@@ -28,7 +28,7 @@ MANIFEST_NAME = "manifest.jsonl"
 CARD_NAME = "card.json"
 SPLITS = ("train", "val", "test")
 TASKS = ("ocr", "vqa", "caption", "retrieval")
-_LANG = re.compile(r"^[a-z]{2}$")
+LANG_CODE = re.compile(r"^[a-z]{2}$")
 _REQUIRED = ("id", "image", "text", "lang", "source", "split")
 _KNOWN = (*_REQUIRED, "task", "meta")
 
@@ -102,7 +102,7 @@ def validate_record(record: Record, *, where: Path | None = None, line: int | No
     for name in ("id", "image", "source"):
         if not getattr(record, name):
             raise InputError("empty value", path=where, line=line, field=name)
-    if not _LANG.match(record.lang):
+    if not LANG_CODE.match(record.lang):
         raise InputError(
             f"language {record.lang!r} is not an ISO 639-1 code",
             path=where,

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vlm_retain.data.card import SkipLog, build_card, write_card
 from vlm_retain.data.images import BadImage, ImageInfo, probe_many
-from vlm_retain.data.manifest import MANIFEST_NAME, Record, write_manifest
+from vlm_retain.data.manifest import LANG_CODE, MANIFEST_NAME, Record, write_manifest
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import (
     atomic_write_bytes,
@@ -85,6 +85,14 @@ class ImportContext:
         atomic_write_bytes(self.staging / relative, data)
         self.written.add(relative)
         return relative
+
+
+def require_lang_and_source(lang: str, source: str) -> None:
+    """Check ``--lang``/``--source`` of importers whose source cannot tell them (hf, sharegpt)."""
+    if not LANG_CODE.match(lang):
+        raise InputError(f"--lang {lang!r} is not an ISO 639-1 code", hint="use en, ru, it, ar...")
+    if not source.strip():
+        raise InputError("--source must not be empty")
 
 
 def require_dir(path: Path, what: str, hint: str) -> Path:

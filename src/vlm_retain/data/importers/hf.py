@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlm_retain.data.images import BadImage, probe_image
-from vlm_retain.data.importers.base import ImportContext
+from vlm_retain.data.importers.base import ImportContext, require_lang_and_source
 from vlm_retain.data.manifest import Record
 from vlm_retain.errors import InputError
 from vlm_retain.text import clean_text
@@ -41,7 +41,6 @@ SPLIT_NAMES = {
 }
 #: ``train-00000-of-00002`` (``push_to_hub``), optionally with the older ``-<hash>`` suffix.
 _SHARD = re.compile(r"^(?P<split>.+?)-\d+-of-\d+(?:-[0-9a-f]+)?$")
-_LANG = re.compile(r"^[a-z]{2}$")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _BATCH_ROWS = 64
 _RENAME_HINT = (
@@ -62,12 +61,7 @@ class HfOptions:
 
 
 def build(ctx: ImportContext, opts: HfOptions) -> list[Record]:
-    if not _LANG.match(opts.lang):
-        raise InputError(
-            f"--lang {opts.lang!r} is not an ISO 639-1 code", hint="use en, ru, it, ar..."
-        )
-    if not opts.source.strip():
-        raise InputError("--source must not be empty")
+    require_lang_and_source(opts.lang, opts.source)
     files_by_split = _split_files(ctx.src)
     records: list[Record] = []
     seen_ids: dict[str, str] = {}

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlm_retain.data.importers.base import ImportContext, require_dir, require_file
+from vlm_retain.data.importers.base import (
+    ImportContext,
+    require_dir,
+    require_file,
+    require_lang_and_source,
+)
 from vlm_retain.data.manifest import Record
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import read_utf8
@@ -43,7 +48,6 @@ _SPELLINGS = (
     ("conversations", "from", "value", {"human", "user"}, {"gpt", "assistant"}),
 )
 _SYSTEM_ROLES = {"system"}
-_LANG = re.compile(r"^[a-z]{2}$")
 _NAME_END = re.compile(r"(?:^|[_.\-])(?P<word>[A-Za-z]+)$")
 
 
@@ -58,12 +62,7 @@ class SharegptOptions:
 
 
 def build(ctx: ImportContext, opts: SharegptOptions) -> list[Record]:
-    if not _LANG.match(opts.lang):
-        raise InputError(
-            f"--lang {opts.lang!r} is not an ISO 639-1 code", hint="use en, ru, it, ar..."
-        )
-    if not opts.source.strip():
-        raise InputError("--source must not be empty")
+    require_lang_and_source(opts.lang, opts.source)
     src = require_file(ctx.src, "sharegpt JSON file", "pass the .json or .jsonl file itself")
     split, original_split = _split(src, opts.split)
     image_root = src.parent
