@@ -7,12 +7,22 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+UNAME_S := $(shell uname -s)
+# A local wheel folder (pip's PIP_FIND_LINKS) that already holds the CPU build needs no index.
+LOCAL_CPU_TORCH := $(firstword $(wildcard $(addsuffix /torch-2.13.0+cpu-*.whl,$(subst :, ,$(PIP_FIND_LINKS)))))
 ifeq ($(HAS_GPU),yes)
 TORCH_SPEC :=
 EXTRAS := dev,gpu
-else
+PIP_INDEX :=
+else ifeq ($(UNAME_S),Darwin)
 TORCH_SPEC := torch==2.13.0
 EXTRAS := dev
+PIP_INDEX :=
+else
+# Linux without a GPU: PyPI's torch is the CUDA build (several GB); take the CPU build.
+TORCH_SPEC := torch==2.13.0+cpu
+EXTRAS := dev
+PIP_INDEX := $(if $(LOCAL_CPU_TORCH),,--extra-index-url https://download.pytorch.org/whl/cpu)
 endif
 
 export HF_HUB_OFFLINE := 1
@@ -26,7 +36,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC) -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet $(PIP_INDEX) $(TORCH_SPEC) -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -47,6 +57,7 @@ format: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/bench_metrics.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

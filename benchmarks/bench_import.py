@@ -79,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="verification threads (2 = target)")
     args = parser.parse_args()
     console = Console()
     root = CACHE / f"iam-{args.lines}"
@@ -88,7 +89,8 @@ def main() -> None:
             write_layout(root, args.lines)
     size_mb = sum(p.stat().st_size for p in (root / "lines").rglob("*.png")) / 1e6
     table = Table(
-        title=f"import iam: {args.lines} lines, {size_mb:.0f} MB of PNG, {os.cpu_count()} cores"
+        title=f"import iam: {args.lines} lines, {size_mb:.0f} MB of PNG,"
+        f" {args.workers} worker threads, {os.cpu_count()} cores"
     )
     for column in ("run", "seconds", "lines/s", "target (< 60 s)"):
         table.add_column(column, justify="right")
@@ -97,7 +99,11 @@ def main() -> None:
             out = Path(tmp) / f"out{run}"
             start = time.perf_counter()
             card = run_import(
-                "iam", root, iam.IamOptions(), iam.build, CommonOptions(out=out, progress=False)
+                "iam",
+                root,
+                iam.IamOptions(),
+                iam.build,
+                CommonOptions(out=out, progress=False, workers=args.workers),
             )
             seconds = time.perf_counter() - start
             assert card["total"] == args.lines, card["skipped"]

@@ -235,7 +235,7 @@ def test_cli_exits_1_prints_tables_and_writes_all_findings_as_json(
     broken_folder: Path, tmp_path: Path, run_cli
 ) -> None:
     out = tmp_path / "findings.json"
-    result = run_cli("data", "check", broken_folder, "--json", out, "--max-rows", "1")
+    result = run_cli("data", "check", broken_folder, "--json-out", out, "--max-rows", "1")
     assert result.code == 1
     assert "FAILED" in result.out and "12 errors, 4 warnings" in result.out
     assert "leak-image (error): 2" in result.out and "... and 1 more leak-image" in result.out

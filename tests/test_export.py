@@ -1,22 +1,31 @@
 """``data export llamafactory`` and ``data export parquet``: formats checked, round trips closed.
 
 The LLaMA-Factory checks below re-implement, minimally, what LLaMA-Factory does with a
-``dataset_info.json`` entry and its file (hiyouga/LLaMA-Factory):
+``dataset_info.json`` entry and its file. They follow hiyouga/LLaMA-Factory, read at the
+commits named below (one per file, so they may differ by a few revisions; ``extras/env.py`` at
+070b061 says ``VERSION = "0.9.3.dev0"``). Re-check them when LLaMA-Factory changes its loader:
 
-- ``src/llamafactory/data/parser.py`` (``get_dataset_list``): an entry with ``file_name`` and no
-  hub/script url loads ``from file``; ``formatting``, ``split``, ``columns`` and ``tags`` override
-  the ``DatasetAttr`` defaults (messages ``conversations``; tags ``from``, ``value``, ``human``,
-  ``gpt``).
-- ``src/llamafactory/data/loader.py`` (``_load_single_dataset``): the file is
-  ``os.path.join(dataset_dir, file_name)`` and is read with
-  ``load_dataset("json", data_files=[...], split=dataset_attr.split)``, which is run here for real.
-- ``src/llamafactory/data/converter.py`` (``SharegptDatasetConverter``): user/observation turns at
-  even indices, assistant/function turns at odd ones, an even number of turns, else the example
-  is dropped; ``_find_medias`` joins each image path to ``media_dir`` (default ``dataset_dir``).
-- ``src/llamafactory/data/processor/supervised.py``: an odd number of prompt turns and exactly
-  one response, else "Dropped invalid example".
-- ``src/llamafactory/data/mm_plugin.py`` (``_validate_messages``): as many ``<image>`` tags in the
-  messages as images.
+- ``src/llamafactory/data/parser.py`` @ 85b0f312 (``DatasetAttr``, ``get_dataset_list``): an
+  entry with ``file_name`` and no hub/script/cloud url loads ``from file``; ``join`` reads
+  ``formatting`` and ``split`` (default ``train``), and when ``columns`` or ``tags`` is present it
+  sets *every* column or tag from it, so one not listed becomes None (the defaults, messages
+  ``conversations`` and tags ``from``/``value``/``human``/``gpt``, apply only without the key).
+- ``src/llamafactory/data/loader.py`` @ dda34b5f (``_load_single_dataset``): the file is
+  ``os.path.join(dataset_dir, file_name)``, its type comes from the extension (``FILEEXT2TYPE``)
+  and it is read with ``load_dataset(<type>, data_files=[...], split=dataset_attr.split)``,
+  which is run here for real.
+- ``src/llamafactory/data/converter.py`` @ 908cd68e (``SharegptDatasetConverter``): a leading
+  system turn is taken off when ``system_tag`` is set; user/observation turns at even indices,
+  assistant/function turns at odd ones and an even number of turns, else the example is emptied
+  and later dropped; ``_find_medias`` joins each image path to ``media_dir`` (default
+  ``dataset_dir``) and keeps the original path when the joined one is not a file. The check
+  here is stricter: the joined path must be a file (our paths are absolute, so the join leaves
+  them as they are).
+- ``src/llamafactory/data/processor/supervised.py`` @ 4a3b39c3: an odd number of prompt turns
+  and exactly one response, else "Dropped invalid example".
+- ``src/llamafactory/data/mm_plugin.py``: as many ``<image>`` placeholders in the messages as
+  images, else a ValueError (``BasePlugin._validate_messages`` in 0.9.3-era code; the older
+  revision stored at e679cbb makes the same count at the end of ``process_messages``).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import pytest
 
 from tests.conftest import read_json, read_jsonl
 from vlm_retain.data.export.llamafactory import DEFAULT_PROMPT
+from vlm_retain.data.export.parquet import export_parquet
 from vlm_retain.data.samples.peter import write_peter_sample
 from vlm_retain.fsutil import read_marker
 
@@ -69,32 +79,37 @@ def manifest(tmp_path: Path, run_cli) -> Path:
     return folder
 
 
+LF_TAGS = (
+    "role_tag",
+    "content_tag",
+    "user_tag",
+    "assistant_tag",
+    "observation_tag",
+    "function_tag",
+    "system_tag",
+)
+
+
 def lf_attr(entry: dict[str, Any]) -> dict[str, Any]:
-    """parser.get_dataset_list for one local-file entry."""
-    assert "hf_hub_url" not in entry and "ms_hub_url" not in entry and "script_url" not in entry
+    """parser.get_dataset_list + DatasetAttr.join for one local-file entry."""
+    for url in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"):
+        assert url not in entry
     attr = dict(LF_DEFAULTS, file_name=entry["file_name"])
     for key in ("formatting", "split"):
         attr[key] = entry.get(key, LF_DEFAULTS[key])
-    for key in ("messages", "images"):
-        attr[key] = entry.get("columns", {}).get(key, LF_DEFAULTS[key])
-    if attr["formatting"] == "sharegpt":
-        for key in (
-            "role_tag",
-            "content_tag",
-            "user_tag",
-            "assistant_tag",
-            "observation_tag",
-            "function_tag",
-            "system_tag",
-        ):
-            attr[key] = entry.get("tags", {}).get(key, LF_DEFAULTS[key])
+    if "columns" in entry:
+        for key in ("messages", "images"):
+            attr[key] = entry["columns"].get(key)
+    if "tags" in entry:
+        for key in LF_TAGS:
+            attr[key] = entry["tags"].get(key)
     return attr
 
 
 def lf_convert(example: dict[str, Any], attr: dict[str, Any], media_dir: Path) -> dict[str, Any]:
     """SharegptDatasetConverter.__call__ and _find_medias, without logging."""
     messages = example[attr["messages"]]
-    if messages and messages[0][attr["role_tag"]] == attr["system_tag"]:
+    if attr["system_tag"] and messages and messages[0][attr["role_tag"]] == attr["system_tag"]:
         messages = messages[1:]
     odd = (attr["user_tag"], attr["observation_tag"])
     even = (attr["assistant_tag"], attr["function_tag"])
@@ -332,3 +347,33 @@ def test_parquet_round_trip_through_import_hf(manifest: Path, tmp_path: Path, ru
             before["meta"]["width"],
             before["meta"]["height"],
         )
+
+
+def test_parquet_round_trip_keeps_natural_ids_without_id_col(
+    manifest: Path, tmp_path: Path
+) -> None:
+    """What the demo does: export parquet, import it back with default HfOptions (no id column
+    named): the ``id`` column the export wrote is found and the natural ids come back."""
+    from vlm_retain.data.importers import hf
+    from vlm_retain.data.importers.base import CommonOptions, run_import
+
+    to, back = tmp_path / "pq", tmp_path / "back"
+    export_parquet(manifest, to, overwrite=False)
+    run_import(
+        "hf",
+        to,
+        hf.HfOptions(lang="ru", source="peter"),
+        hf.build,
+        CommonOptions(out=back, progress=False),
+    )
+    original = {r["id"]: r for r in read_jsonl(manifest / "manifest.jsonl")}
+    records = {r["id"]: r for r in read_jsonl(back / "manifest.jsonl")}
+    assert sorted(records) == sorted(original)
+    assert {i: (r["split"], r["text"]) for i, r in records.items()} == {
+        i: (r["split"], r["text"]) for i, r in original.items()
+    }
+    assert {r["meta"]["original_split"] for r in records.values()} == {
+        "train",
+        "validation",
+        "test",
+    }

@@ -344,3 +344,69 @@ def test_wrong_column_types_and_options(tmp_path: Path, run_cli) -> None:
     (tmp_path / "empty").mkdir()
     result = run_cli("data", "import", "hf", tmp_path / "empty", "--out", out, "--lang", "en", "-q")
     _assert_input_error(result, out, "no .parquet files")
+
+
+def _rows_with_ids(ids: list[str]) -> list[dict[str, Any]]:
+    data = jpeg_line("x", height=20)
+    return [{"id": i, "image": {"bytes": data, "path": None}, "text": f"t {i}"} for i in ids]
+
+
+ID_SCHEMA = pa.schema(
+    [("image", IMAGE_TYPE), ("text", pa.string()), ("id", pa.string())], metadata=HF_METADATA
+)
+
+
+def test_an_id_column_is_used_by_default_and_can_be_declined(tmp_path: Path, run_cli) -> None:
+    write_parquet(tmp_path / "src" / "test.parquet", _rows_with_ids(["b-7", "a/1"]), ID_SCHEMA)
+    write_parquet(
+        tmp_path / "src" / "train.parquet",
+        [{"image": {"bytes": jpeg_line("y", height=20), "path": None}, "text": "no id column"}],
+    )
+    out = tmp_path / "out"
+    args = ("data", "import", "hf", tmp_path / "src", "--out", out, "--lang", "en", "-q")
+    assert run_cli(*args).code == 0
+    records = {r["id"]: r for r in read_jsonl(out / "manifest.jsonl")}
+    # the file with an id column keeps its ids; the one without numbers its rows
+    assert sorted(records) == ["a/1", "b-7", "train-000000"]
+    assert records["a/1"]["image"] == "images/test/a_1.jpg"
+    # --id-col "" asks for row numbers although there is an id column
+    assert run_cli(*args, "--id-col", "", "--overwrite").code == 0
+    assert sorted(r["id"] for r in read_jsonl(out / "manifest.jsonl")) == [
+        "test-000000",
+        "test-000001",
+        "train-000000",
+    ]
+
+
+def test_a_repeated_default_id_column_says_how_to_decline_it(tmp_path: Path, run_cli) -> None:
+    write_parquet(tmp_path / "src" / "train.parquet", _rows_with_ids(["x", "x"]), ID_SCHEMA)
+    out = tmp_path / "out"
+    result = run_cli("data", "import", "hf", tmp_path / "src", "--out", out, "--lang", "en", "-q")
+    _assert_input_error(result, out, "train.parquet", "duplicate id 'x'", '--id-col ""')
+
+
+def test_split_option_imports_a_file_whose_name_says_no_split(tmp_path: Path, run_cli) -> None:
+    rows = [{"image": {"bytes": jpeg_line(t, height=20), "path": None}, "text": t} for t in "ab"]
+    write_parquet(tmp_path / "src" / "iam_lines.parquet", rows)
+    write_parquet(tmp_path / "src" / "validation.parquet", rows[:1])
+    out = tmp_path / "out"
+    args = ("data", "import", "hf", tmp_path / "src", "--out", out, "--lang", "en", "-q")
+    _assert_input_error(run_cli(*args), out, "iam_lines.parquet", "cannot tell the split")
+    result = run_cli(*args, "--split", "test")
+    assert result.code == 0, result.err
+    records = {r["id"]: r for r in read_jsonl(out / "manifest.jsonl")}
+    assert sorted(records) == ["test-000000", "test-000001", "validation-000000"]
+    assert {r["split"] for r in records.values()} == {"test"}
+    # the name's own split word is still kept; a name without one has none to keep
+    assert records["validation-000000"]["meta"]["original_split"] == "validation"
+    assert "original_split" not in records["test-000000"]["meta"]
+    assert records["test-000001"]["meta"]["file"] == "iam_lines.parquet"
+
+
+def test_bad_split_option_is_a_usage_error(tmp_path: Path, run_cli) -> None:
+    write_teklia(tmp_path / "src")
+    out = tmp_path / "out"
+    result = run_cli(
+        "data", "import", "hf", tmp_path / "src", "--out", out, "--lang", "en", "--split", "dev"
+    )
+    _assert_input_error(result, out, "--split must be one of train, val, test, got 'dev'")

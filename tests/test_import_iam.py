@@ -9,12 +9,14 @@ import pytest
 from tests.conftest import read_json, read_jsonl
 from vlm_retain.data.importers.iam import detokenize
 from vlm_retain.data.samples.iam import (
+    FORM_WRITERS,
     LWITLRT_FORMS,
     MISSING_IMAGE,
     line_image_path,
     write_iam_sample,
     write_lwitlrt_lists,
 )
+from vlm_retain.data.samples.render import render_line
 
 
 def _import(run_cli, src: Path, out: Path, *args: str | Path):
@@ -57,6 +59,11 @@ def test_default_import_keeps_tokenization_meta_and_counts_skips(tmp_path: Path,
         isinstance(v, int) for v in first["meta"]["bbox"]
     )
     assert first["meta"]["split_rule"] == "grouped by form, seed 0"
+    # the writer comes from ascii/forms.txt, for every line of the form
+    assert {i: r["meta"]["writer"] for i, r in records.items()} == {
+        i: FORM_WRITERS[_form(i)] for i in records
+    }
+    assert first["meta"]["writer"] == "000"
     # err lines are kept, flagged in meta
     assert set(sample.err) <= set(records)
     assert {i for i, r in records.items() if r["meta"]["segmentation"] == "err"} == set(sample.err)
@@ -260,6 +267,7 @@ def test_bad_fraction_is_a_usage_error(tmp_path: Path, run_cli) -> None:
 def test_missing_ascii_folder_is_an_input_error(tmp_path: Path, run_cli) -> None:
     sample = write_iam_sample(tmp_path / "IAM")
     (sample.root / "ascii" / "lines.txt").rename(sample.root / "lines.txt")
+    (sample.root / "ascii" / "forms.txt").unlink()
     (sample.root / "ascii").rmdir()
     out = tmp_path / "out"
     result = _import(run_cli, sample.root, out)
@@ -330,3 +338,151 @@ def test_truncated_png_fails_unless_skipped(tmp_path: Path, run_cli) -> None:
     assert _import(run_cli, sample.root, out, "--skip-bad-images").code == 0
     assert "e01-014-05" not in _by_id(out)
     assert _skipped(out) == {"image missing": 1, "empty transcription": 1, "truncated image": 1}
+
+
+def _two_writer_split(records: list[dict]) -> dict[str, set[str]]:
+    """Writer -> the splits their lines landed in."""
+    found: dict[str, set[str]] = {}
+    for record in records:
+        found.setdefault(record["meta"]["writer"], set()).add(record["split"])
+    return found
+
+
+def test_group_by_writer_keeps_each_writer_in_one_split(tmp_path: Path, run_cli) -> None:
+    sample = write_iam_sample(tmp_path / "IAM")
+    # writer 150 wrote two forms: some seeds split them by form, never by writer
+    separated = 0
+    for seed in range(8):
+        by_form, by_writer = tmp_path / f"form{seed}", tmp_path / f"writer{seed}"
+        assert _import(run_cli, sample.root, by_form, "--seed", str(seed)).code == 0
+        result = _import(
+            run_cli, sample.root, by_writer, "--seed", str(seed), "--group-by", "writer"
+        )
+        assert result.code == 0, result.err
+        records = read_jsonl(by_writer / "manifest.jsonl")
+        assert set(_by_id(by_writer)) == set(sample.usable)
+        assert all(len(splits) == 1 for splits in _two_writer_split(records).values())
+        assert {r["meta"]["split_rule"] for r in records} == {f"grouped by writer, seed {seed}"}
+        separated += len(_two_writer_split(read_jsonl(by_form / "manifest.jsonl"))["150"]) > 1
+    assert separated, "no seed put writer 150's two forms in different splits by form"
+
+
+def test_group_by_writer_without_forms_txt_is_an_input_error(tmp_path: Path, run_cli) -> None:
+    sample = write_iam_sample(tmp_path / "IAM")
+    forms = sample.root / "ascii" / "forms.txt"
+    forms.unlink()
+    out = tmp_path / "out"
+    result = _import(run_cli, sample.root, out, "--group-by", "writer")
+    assert result.code == 2
+    assert str(forms) in result.err and "--group-by form" in result.err
+    assert not out.exists()
+    # without forms.txt a form-grouped import still works, with no writer in meta
+    assert _import(run_cli, sample.root, out).code == 0
+    assert not any("writer" in r["meta"] for r in read_jsonl(out / "manifest.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--group-by", "page"), "--group-by must be one of form, writer"),
+        (("--group-by", "writer", "--splits", "LISTS"), "only to a derived split"),
+    ],
+)
+def test_bad_group_by_is_a_usage_error(
+    tmp_path: Path, run_cli, args: tuple[str, ...], message: str
+) -> None:
+    sample = write_iam_sample(tmp_path / "IAM")
+    lists = tmp_path / "lists"
+    write_lwitlrt_lists(lists, sample)
+    out = tmp_path / "out"
+    result = _import(run_cli, sample.root, out, *(str(lists) if a == "LISTS" else a for a in args))
+    assert result.code == 2 and message in result.err
+    assert not out.exists()
+
+
+_FORMAT = "e.g. a01-000u 000 2 prt 7 5 52 36"
+
+
+@pytest.mark.parametrize(
+    ("row", "message", "hint"),
+    [
+        ("c04-160 150 2 prt 4 3 35", "expected 8 space-separated fields, found 7", _FORMAT),
+        ("c04-160 150 2 some 4 3 35 26", "a field has the wrong form", _FORMAT),
+        ("c04-160 w150 2 prt 4 3 35 26", "a field has the wrong form", _FORMAT),
+        ("a01-000u 151 2 prt 4 3 35 26", "form id 'a01-000u' listed twice", "one writer"),
+    ],
+)
+def test_malformed_forms_txt_names_file_and_line(
+    tmp_path: Path, run_cli, row: str, message: str, hint: str
+) -> None:
+    sample = write_iam_sample(tmp_path / "IAM")
+    forms = sample.root / "ascii" / "forms.txt"
+    rows = forms.read_text(encoding="utf-8").split("\n")
+    index = next(n for n, line in enumerate(rows) if line.startswith("c04-160 "))
+    rows[index] = row
+    forms.write_text("\n".join(rows), encoding="utf-8")
+    out = tmp_path / "out"
+    result = _import(run_cli, sample.root, out)
+    assert result.code == 2
+    assert f"{forms}:{index + 1}" in result.err and message in result.err
+    assert hint in result.err
+    assert not out.exists()
+
+
+def test_lines_of_a_form_missing_from_forms_txt_are_counted(tmp_path: Path, run_cli) -> None:
+    sample = write_iam_sample(tmp_path / "IAM")
+    forms = sample.root / "ascii" / "forms.txt"
+    rows = forms.read_text(encoding="utf-8").split("\n")
+    forms.write_text("\n".join(r for r in rows if not r.startswith("r06-000 ")), encoding="utf-8")
+    out = tmp_path / "out"
+    assert _import(run_cli, sample.root, out, "--group-by", "writer").code == 0
+    records = _by_id(out)
+    orphans = {i for i in records if _form(i) == "r06-000"}
+    assert orphans and all("writer" not in records[i]["meta"] for i in orphans)
+    assert all("writer" in r["meta"] for i, r in records.items() if i not in orphans)
+    notes = read_json(out / "card.json")["notes"]
+    assert notes["lines whose form is not in forms.txt (no writer)"] == len(orphans)
+
+
+def test_same_text_by_another_writer_across_splits_is_a_check_warning(
+    tmp_path: Path, run_cli
+) -> None:
+    # IAM had many writers copy the same LOB text: add form a01-000x (writer 001) holding the
+    # first line of a01-000u (writer 000), put a01-000u in train and a01-000x in test
+    sample = write_iam_sample(tmp_path / "IAM", with_gotchas=False)
+    tokenized = "A|MOVE|to|stop|Mr.|Gaitskell|from"
+    with (sample.root / "ascii" / "lines.txt").open("a", encoding="utf-8") as handle:
+        handle.write(f"a01-000x-00 ok 182 20 375 708 1656 92 {tokenized}\n")
+    with (sample.root / "ascii" / "forms.txt").open("a", encoding="utf-8") as handle:
+        handle.write("a01-000x 001 1 all 1 1 7 7\n")
+    copy = line_image_path(sample.root, "a01-000x-00")
+    copy.parent.mkdir(parents=True)
+    render_line("A MOVE to stop Mr. Gaitskell from", height=36).save(copy)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    train = [i for i in sample.rows if not i.startswith(("c06", "f07"))]
+    (lists / "train.txt").write_text("\n".join(train) + "\n", encoding="utf-8")
+    (lists / "val.txt").write_text("c06-083\n", encoding="utf-8")
+    (lists / "test.txt").write_text("f07-036\na01-000x\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert _import(run_cli, sample.root, out, "--splits", lists).code == 0
+    records = _by_id(out)
+    assert (records["a01-000u-00"]["split"], records["a01-000x-00"]["split"]) == ("train", "test")
+    assert records["a01-000x-00"]["meta"]["writer"] == "001"
+    report = tmp_path / "check.json"
+    result = run_cli("data", "check", out, "--json-out", report)
+    assert result.code == 0, result.out
+    findings = read_json(report)["findings"]
+    assert [(f["kind"], f["severity"], sorted(f["ids"])) for f in findings] == [
+        ("leak-text-other-writer", "warning", ["a01-000u-00", "a01-000x-00"])
+    ]
+    # the same two lines credited to one writer are a leak: an error, exit 1
+    forms = sample.root / "ascii" / "forms.txt"
+    forms.write_text(
+        forms.read_text(encoding="utf-8").replace("a01-000x 001", "a01-000x 000"),
+        encoding="utf-8",
+    )
+    assert _import(run_cli, sample.root, out, "--splits", lists, "--overwrite").code == 0
+    result = run_cli("data", "check", out, "--json-out", report)
+    assert result.code == 1
+    assert [f["kind"] for f in read_json(report)["findings"]] == ["leak-text"]

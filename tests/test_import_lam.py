@@ -48,7 +48,7 @@ def test_basic_config_keeps_ids_text_splits_and_decades(tmp_path: Path, run_cli)
         reason: len(stems) for reason, stems in sample.skipped_basic.items()
     }
     assert card["skipped"]["image missing"]["examples"] == ["004_004_12"]
-    assert card["importer"]["options"] == {"config": "basic"}
+    assert card["importer"]["options"]["config"] == "basic"
     assert card["counts"]["test"]["it"] == 3
 
 

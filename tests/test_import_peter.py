@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.conftest import read_json, read_jsonl
@@ -142,3 +145,73 @@ def test_existing_output_needs_overwrite(tmp_path: Path, run_cli) -> None:
         run_cli("data", "import", "peter", sample.root, "--out", out, "-q", "--overwrite").code == 0
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "peter"]
+
+
+def test_two_images_for_one_name_are_skipped_not_guessed(tmp_path: Path, run_cli) -> None:
+    sample = write_peter_sample(tmp_path / "peter", with_gotchas=False)
+    images, words = sample.root / "images", sample.root / "words"
+    # a second image for a paired name, and for a name without text
+    Image.open(images / "2_1_0.jpg").save(images / "2_1_0.png")
+    Image.new("L", (40, 10), 255).save(images / "6_1_0.png")
+    Image.new("L", (40, 10), 255).save(images / "6_1_0.jpg")
+    # files that are neither images nor transcriptions
+    (images / "Thumbs.db").write_bytes(b"\x00" * 8)
+    (words / "2_1_0.txt.bak").write_text("old", encoding="utf-8")
+    (words / "notes").mkdir()
+    out = tmp_path / "out"
+    assert run_cli("data", "import", "peter", sample.root, "--out", out, "-q").code == 0
+    records = {r["id"] for r in read_jsonl(out / "manifest.jsonl")}
+    assert records == set(sample.expected) - {"2_1_0"}
+    card = read_json(out / "card.json")
+    assert card["skipped"] == {
+        "several images with the same name": {"count": 2, "examples": ["2_1_0", "6_1_0"]}
+    }
+    assert card["notes"]["files in images/ that are not images (ignored)"] == 1
+    assert card["notes"]["files in words/ that are not .txt (ignored)"] == 2
+
+
+def _png_declaring(path: Path, width: int, height: int) -> None:
+    """A valid, complete 1-bit PNG of ``width`` x ``height`` white pixels, a few KB on disk
+    (what ``Image.new("1", size).save(path)`` writes, without holding the pixels in memory)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + b"\xff" * ((width + 7) // 8)  # filter byte 0, then the packed bits
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        (20_000, 10_000),
+        (10_000, 10_000),
+    ],  # over twice Pillow's limit (its error), over it (a warning)
+)
+def test_decompression_bomb_is_a_one_line_error_or_a_counted_skip(
+    tmp_path: Path, run_cli, size: tuple[int, int]
+) -> None:
+    sample = write_peter_sample(tmp_path / "peter", with_gotchas=False)
+    victim = sample.root / "images" / "2_1_0.jpg"
+    victim.unlink()
+    bomb = victim.with_suffix(".png")
+    _png_declaring(bomb, *size)
+    assert bomb.stat().st_size < 100_000
+    out = tmp_path / "out"
+    result = run_cli("data", "import", "peter", sample.root, "--out", out, "-q")
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "Traceback" not in result.err
+    assert str(bomb) in result.err and "decompression bomb" in result.err
+    assert not out.exists()
+    result = run_cli(
+        "data", "import", "peter", sample.root, "--out", out, "--skip-bad-images", "-q"
+    )
+    assert result.code == 0, result.err
+    card = read_json(out / "card.json")
+    assert card["skipped"]["decompression bomb"]["examples"] == ["2_1_0"]

@@ -197,6 +197,36 @@ def test_src_forms_and_subfolders_are_found(tmp_path: Path, run_cli) -> None:
     assert files == {"101": "scans/page_001.png", "102": "page_002.PNG", "103": "page_003.png"}
 
 
+def test_annotation_file_as_src_reads_its_book(tmp_path: Path, run_cli) -> None:
+    sample = write_vmlhd_sample(tmp_path / "VML-HD", with_gotchas=False)
+    book = sample.root / "book02"
+    from_folder, from_file = tmp_path / "folder", tmp_path / "file"
+    assert _import(run_cli, book, from_folder).code == 0
+    result = _import(run_cli, book / "docElementsXml.ashx", from_file)
+    assert result.code == 0, result.err
+    expected = read_jsonl(from_folder / "manifest.jsonl")
+    assert expected and read_jsonl(from_file / "manifest.jsonl") == expected
+    assert {r["meta"]["book"] for r in expected} == {"book02"}
+    assert "folders without" not in " ".join(read_json(from_file / "card.json")["notes"])
+
+
+def test_another_file_as_src_is_a_one_line_error(tmp_path: Path, run_cli) -> None:
+    sample = write_vmlhd_sample(tmp_path / "VML-HD", with_gotchas=False)
+    page = sample.root / "book02" / "images" / "0001.jpg"
+    assert page.is_file()
+    out = tmp_path / "out"
+    result = _import(run_cli, page, out)
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert str(page) in result.err and "expected a folder or a docElementsXml.ashx" in result.err
+    assert not out.exists()
+    # an --out inside the book would be searched for page images
+    inside = sample.root / "book02" / "crops"
+    result = _import(run_cli, sample.root / "book02" / "docElementsXml.ashx", inside)
+    assert result.code == 2 and "inside the book folder" in result.err
+    assert not inside.exists()
+    assert sorted(p.name for p in inside.parent.iterdir()) == ["docElementsXml.ashx", "images"]
+
+
 def _break_xml(root: Path) -> Path:
     xml = root / "book01" / "docElementsXml.ashx"
     lines = xml.read_bytes().split(b"\r\n")

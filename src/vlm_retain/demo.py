@@ -8,7 +8,6 @@ downloaded. (Training, evaluation and the retention report join this path as the
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,28 +26,27 @@ from vlm_retain.data.samples.lam import write_lam_sample
 from vlm_retain.data.samples.peter import write_peter_sample
 from vlm_retain.data.samples.vmlhd import write_vmlhd_sample
 from vlm_retain.data.stats import manifest_stats
-from vlm_retain.errors import InputError, ProblemsFound
-from vlm_retain.fsutil import read_marker, write_marker
+from vlm_retain.errors import ProblemsFound
+from vlm_retain.fsutil import staged_output_dir, write_marker
 
 
 def run_demo(
     out: Path, *, overwrite: bool = False, console: Console | None = None
 ) -> dict[str, Any]:
-    """Run the data path end to end under ``out``; return the summary rows."""
+    """Run the data path end to end under ``out``; return the summary rows.
+
+    Everything is built in a staging folder beside ``out`` and renamed into place at the end,
+    so a failed run leaves a previous demo folder as it was.
+    """
     console = console or Console()
-    out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise InputError(
-                "demo folder exists", path=out, hint="pass --overwrite or another --out"
-            )
-        if read_marker(out) is None:
-            raise InputError(
-                "folder was not written by vlm-retain", path=out, hint="choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    write_marker(out, "demo")
+    with staged_output_dir(Path(out), overwrite=overwrite) as staging:
+        write_marker(staging, "demo")
+        summary = _run_data_path(staging, console)
+    console.print(f"everything is under {out}; remove it with: vlm-retain data purge {out} --yes")
+    return summary
+
+
+def _run_data_path(out: Path, console: Console) -> dict[str, Any]:
     raw, data, exports = out / "raw", out / "data", out / "export"
     started = time.perf_counter()
 
@@ -122,7 +120,6 @@ def run_demo(
             ),
         )
     console.print(table)
-    console.print(f"everything is under {out}; remove it with: vlm-retain data purge {out} --yes")
     return {"rows": rows}
 
 

@@ -25,10 +25,13 @@ MARKER_NAME = ".vlm-retain.json"
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError("is a folder, expected a file path", path=path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        _apply_umask(Path(tmp), directory=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -72,25 +75,35 @@ def staged_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     new one is complete (and only when it was written by this tool).
     """
     out = Path(out)
-    if out.exists():
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise InputError(
+                "output path exists and is not a folder", path=out, hint="choose another --out"
+            )
         if not overwrite:
             raise InputError(
                 "output folder already exists",
                 path=out,
                 hint="choose another --out or pass --overwrite",
             )
-        if out.is_dir() and any(out.iterdir()) and read_marker(out) is None:
+        if any(out.iterdir()) and read_marker(out) is None:
             raise InputError(
                 "output folder exists and was not written by vlm-retain",
                 path=out,
                 hint="refusing to replace it; choose another --out",
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    created = _make_parents(out.parent)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        _apply_umask(staging, directory=True)
+    except BaseException:
+        _remove_empty(created)
+        raise
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
         raise
     if out.exists():
         trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
@@ -99,6 +112,41 @@ def staged_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, out)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """``mkdir -p`` that returns the folders it created (deepest last), to undo on failure."""
+    missing: list[Path] = []
+    current = folder.absolute()
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        path.mkdir()
+    return list(reversed(missing))
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove folders made by :func:`_make_parents` again, deepest first, if still empty."""
+    for path in reversed(created):
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import: ``os.umask`` can only be read by setting it, which is not thread-safe.
+_UMASK = _read_umask()
+
+
+def _apply_umask(path: Path, *, directory: bool) -> None:
+    """Give a ``mkstemp``/``mkdtemp`` result (private 0600/0700) the permissions the user's
+    umask asks for, as a plain ``open``/``mkdir`` would; a restrictive umask keeps data private."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

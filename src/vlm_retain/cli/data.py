@@ -120,6 +120,11 @@ def import_iam(
         "--detokenize",
         help="Re-attach punctuation and contractions ('said , they' -> 'said, they').",
     ),
+    group_by: str = typer.Option(
+        "form",
+        "--group-by",
+        help="form | writer (needs ascii/forms.txt): groups of the derived split.",
+    ),
     seed: int = SEED,
     val_frac: float = VAL_FRAC,
     test_frac: float = TEST_FRAC,
@@ -131,7 +136,12 @@ def import_iam(
     from vlm_retain.data.importers import iam
 
     options = iam.IamOptions(
-        splits=splits, detokenize=detokenize, seed=seed, val_frac=val_frac, test_frac=test_frac
+        splits=splits,
+        group_by=group_by,
+        detokenize=detokenize,
+        seed=seed,
+        val_frac=val_frac,
+        test_frac=test_frac,
     )
     card = run_import(
         "iam", src, options, iam.build, _common(out, overwrite, skip_bad_images, quiet)
@@ -222,7 +232,12 @@ def import_hf(
     ),
     text_col: str = typer.Option("text", "--text-col", help="Column holding the transcription."),
     id_col: str | None = typer.Option(
-        None, "--id-col", help="Column holding ids (default: <split>-<row>)."
+        None,
+        "--id-col",
+        help="Column holding ids (default: 'id' when present, else <split>-<row>).",
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="train | val | test for every file (default: from the file names)."
     ),
     source: str = typer.Option("hf", "--source", help="Source name written into the manifest."),
     overwrite: bool = OVERWRITE,
@@ -233,7 +248,12 @@ def import_hf(
     from vlm_retain.data.importers import hf
 
     options = hf.HfOptions(
-        lang=lang, image_col=image_col, text_col=text_col, id_col=id_col, source=source
+        lang=lang,
+        image_col=image_col,
+        text_col=text_col,
+        id_col=id_col,
+        source=source,
+        split=split,
     )
     card = run_import("hf", src, options, hf.build, _common(out, overwrite, skip_bad_images, quiet))
     _summarize(card, out)
@@ -273,7 +293,7 @@ def import_sharegpt(
 def check(
     folder: Path = typer.Argument(..., help="Manifest folder (or manifest.jsonl)."),
     json_out: Path | None = typer.Option(
-        None, "--json", help="Also write the findings as JSON here."
+        None, "--json-out", help="Also write every finding as JSON to this file."
     ),
     max_rows: int = typer.Option(20, "--max-rows", help="Examples shown per kind of problem."),
 ) -> None:

@@ -17,6 +17,7 @@ import typer
 from vlm_retain import __version__
 from vlm_retain.cli import data as data_cli
 from vlm_retain.cli import demo as demo_cli
+from vlm_retain.cli import score as score_cli
 from vlm_retain.errors import EXIT_USAGE, VlmRetainError
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_cli.app, name="data")
+app.add_typer(score_cli.app, name="score")
 app.command("demo")(demo_cli.demo)
 
 
@@ -61,6 +63,14 @@ def _click_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseExc
 _USAGE_ERRORS, _ABORTS = _click_errors()
 
 
+def _usage_message(exc: BaseException) -> str:
+    """Click's usage error as one line, pointing at the right ``--help``."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "vlm-retain"
+    return f"{' '.join(message.split())} (see '{command} --help')"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI; exit with the documented codes."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,9 +85,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except _USAGE_ERRORS as exc:
-        exc.show()  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            exc.show()  # type: ignore[attr-defined]
+        else:
+            print(f"error: {_usage_message(exc)}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except _ABORTS:
         print("aborted", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:  # a path we could not read or write: name it, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     sys.exit(code if isinstance(code, int) else 0)

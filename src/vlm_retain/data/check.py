@@ -76,12 +76,16 @@ KINDS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One problem found: a :data:`KINDS` key, its severity, every id involved (so a user can
+    drop or fix them all) and a detail naming the file or text that shows the problem."""
+
     kind: str
     severity: str
     ids: tuple[str, ...]
     detail: str
 
     def to_json(self) -> dict[str, Any]:
+        """Plain JSON types (ids as a list) for ``--json``, so other tools can read findings."""
         return {
             "kind": self.kind,
             "severity": self.severity,
@@ -106,6 +110,7 @@ class CheckReport:
 
     @property
     def warnings(self) -> int:
+        """Number of warning findings: reported, but they do not fail the check."""
         return sum(1 for f in self.findings if f.severity == WARNING)
 
     def by_kind(self) -> dict[str, list[Finding]]:

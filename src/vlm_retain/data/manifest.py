@@ -159,6 +159,12 @@ def iter_manifest(path: Path, *, strict: bool = True) -> Iterator[Record]:
     With ``strict`` (the default) text that is not clean is an error; ``data check`` reads with
     ``strict=False`` so it can report such lines among its findings instead of stopping.
     """
+    for _, record in iter_manifest_lines(path, strict=strict):
+        yield record
+
+
+def iter_manifest_lines(path: Path, *, strict: bool = True) -> Iterator[tuple[int, Record]]:
+    """Like :func:`iter_manifest`, with each record's line number in the file."""
     path = manifest_path(path)
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -170,18 +176,23 @@ def iter_manifest(path: Path, *, strict: bool = True) -> Iterator[Record]:
                 raise InputError("invalid UTF-8", path=path, line=number) from None
             except ValueError as exc:
                 raise InputError(f"malformed JSON ({exc.msg})", path=path, line=number) from None
-            yield _record_from_obj(obj, path, number, strict=strict)
+            yield number, _record_from_obj(obj, path, number, strict=strict)
 
 
 def read_manifest(path: Path, *, strict: bool = True) -> list[Record]:
     """All records of a manifest; duplicate ids are an error in strict mode."""
-    records = list(iter_manifest(path, strict=strict))
-    if strict:
-        seen: set[str] = set()
-        for number, record in enumerate(records, start=1):
-            if record.id in seen:
-                raise InputError(f"duplicate id {record.id!r}", path=path, line=number, field="id")
-            seen.add(record.id)
+    records: list[Record] = []
+    first_line: dict[str, int] = {}
+    for number, record in iter_manifest_lines(path, strict=strict):
+        if strict and record.id in first_line:
+            raise InputError(
+                f"duplicate id {record.id!r} (first on line {first_line[record.id]})",
+                path=manifest_path(path),
+                line=number,
+                field="id",
+            )
+        first_line.setdefault(record.id, number)
+        records.append(record)
     return records
 
 

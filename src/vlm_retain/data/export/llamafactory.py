@@ -18,16 +18,15 @@ which LLaMA-Factory ignores and ``data import sharegpt`` reads back.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from vlm_retain.data.manifest import SPLITS, Record, manifest_path, read_manifest
+from vlm_retain.data.naming import IMAGE_TAG, safe_name, unique_name
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json, staged_output_dir, write_marker
 
 DEFAULT_PROMPT = "Transcribe the handwritten text in this image."
-IMAGE_TAG = "<image>"
 DATASET_INFO = "dataset_info.json"
 #: The role/content spelling written (LLaMA-Factory's defaults are from/value, human/gpt).
 TAGS = {
@@ -36,7 +35,6 @@ TAGS = {
     "user_tag": "user",
     "assistant_tag": "assistant",
 }
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def export_llamafactory(
@@ -142,12 +140,8 @@ def _prompt_for(record: Record, prompt: str) -> str:
 
 def _dataset_names(manifests: list[Path]) -> list[str]:
     """The manifest folder names, made file-safe and unique (``iam``, ``iam_2``...)."""
-    names: list[str] = []
-    for manifest in manifests:
-        base = _UNSAFE.sub("_", manifest.parent.resolve().name).strip("_.") or "dataset"
-        name, number = base, 1
-        while name in names:
-            number += 1
-            name = f"{base}_{number}"
-        names.append(name)
-    return names
+    used: set[str] = set()
+    return [
+        unique_name(safe_name(manifest.parent.resolve().name, "dataset"), used)
+        for manifest in manifests
+    ]

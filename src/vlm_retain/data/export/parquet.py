@@ -80,6 +80,9 @@ class _SplitWriter:
         self._count = 0
 
     def add(self, record: Record, manifest: Path) -> None:
+        """Queue one record with its image bytes as they are on disk (no re-encoding, so the
+        export is lossless); write a row group once enough rows are queued, so memory holds
+        one row group of images, not a split."""
         image = record.image_path(manifest.parent)
         try:
             data = image.read_bytes()
@@ -103,6 +106,8 @@ class _SplitWriter:
             self._flush()
 
     def close(self) -> int:
+        """Write what is queued and the parquet footer (without it the file is unreadable);
+        return the number of rows in the file, for the summary the CLI prints."""
         self._flush()
         self._writer.close()
         return self._count

@@ -158,7 +158,11 @@ def run_import(
             records,
             manifest_file=manifest_file,
             importer=source,
-            options=_options_dict(options),
+            options={
+                **_options_dict(options),
+                "skip_bad_images": common.skip_bad_images,
+                "overwrite": common.overwrite,
+            },
             source_path=src,
             skipped=ctx.skipped,
             notes=dict(sorted(ctx.notes.items())),
@@ -220,6 +224,9 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _options_dict(options: Any) -> dict[str, Any]:
+    """Options as given, with paths made absolute so the card still means something later."""
     if is_dataclass(options) and not isinstance(options, type):
-        return asdict(options)
-    return dict(options) if isinstance(options, dict) else {"value": repr(options)}
+        values = asdict(options)
+    else:
+        values = dict(options) if isinstance(options, dict) else {"value": repr(options)}
+    return {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in values.items()}

@@ -9,8 +9,10 @@ trusts images an importer wrote itself, each one is probed here before it is kep
 given only by ``path`` is referenced where it lies, relative to its parquet file's folder.
 
 The split comes from the file name (``validation``/``valid``/``val``/``dev`` -> val), the name
-kept in ``meta.original_split``; ids come from ``--id-col`` or are ``<split>-<row:06d>``,
-counting rows across a split's shards in order.
+kept in ``meta.original_split``, unless ``--split`` names one split for every file (a single
+parquet whose name says no split). Ids come from ``--id-col``, else from an ``id`` column when
+the file has one (what ``data export parquet`` writes, so a round trip keeps the natural ids),
+else they are ``<split>-<row:06d>``, counting rows across a split's shards in order.
 """
 
 from __future__ import annotations
@@ -26,22 +28,15 @@ import pyarrow.parquet as pq
 
 from vlm_retain.data.images import BadImage, probe_image
 from vlm_retain.data.importers.base import ImportContext, require_lang_and_source
-from vlm_retain.data.manifest import Record
+from vlm_retain.data.manifest import SPLITS, Record
+from vlm_retain.data.naming import SPLIT_WORDS, safe_name, unique_name
 from vlm_retain.errors import InputError
 from vlm_retain.text import clean_text
 
-#: File-name split words -> manifest split (the HF names first, then the common aliases).
-SPLIT_NAMES = {
-    "train": "train",
-    "validation": "val",
-    "valid": "val",
-    "val": "val",
-    "dev": "val",
-    "test": "test",
-}
 #: ``train-00000-of-00002`` (``push_to_hub``), optionally with the older ``-<hash>`` suffix.
 _SHARD = re.compile(r"^(?P<split>.+?)-\d+-of-\d+(?:-[0-9a-f]+)?$")
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+#: The id column used when ``--id-col`` is not given and the file has one.
+DEFAULT_ID_COL = "id"
 _BATCH_ROWS = 64
 _RENAME_HINT = (
     "name each file after its split: train.parquet, validation.parquet, test.parquet "
@@ -58,18 +53,32 @@ class HfOptions:
     text_col: str = "text"
     id_col: str | None = None
     source: str = "hf"
+    #: train, val or test for every file, overriding what the file names say.
+    split: str | None = None
 
 
 def build(ctx: ImportContext, opts: HfOptions) -> list[Record]:
+    """Read every parquet file under ``ctx.src`` batch by batch into records.
+
+    Ids are checked for uniqueness across all files here, because a clash (two shards, or an
+    id column with repeats) would otherwise surface only as a manifest that fails ``check``.
+    """
     require_lang_and_source(opts.lang, opts.source)
-    files_by_split = _split_files(ctx.src)
+    if opts.split is not None and opts.split not in SPLITS:
+        raise InputError(
+            f"--split must be one of {', '.join(SPLITS)}, got {opts.split!r}",
+            hint="it applies to every file; leave it out to read the split from the file names",
+        )
+    files_by_split = _split_files(ctx.src, opts.split)
     records: list[Record] = []
     seen_ids: dict[str, str] = {}
     used_names: set[str] = set()
     for split_word, files in files_by_split.items():
         row_in_split = 0
         for parquet in files:
-            for row, image, text, source_id in _rows(parquet, opts):
+            id_col = _id_column(parquet, opts)
+            named_split = _split_word(parquet)  # None only with --split and an unnamed file
+            for row, image, text, source_id in _rows(parquet, opts, id_col):
                 record_id = (
                     source_id if source_id is not None else f"{split_word}-{row_in_split:06d}"
                 )
@@ -79,20 +88,19 @@ def build(ctx: ImportContext, opts: HfOptions) -> list[Record]:
                     raise InputError(
                         f"duplicate id {record_id!r} (also at {seen_ids[record_id]})",
                         path=parquet,
-                        field=opts.id_col,
-                        hint="--id-col must name a column whose values are unique",
+                        field=id_col,
+                        hint="ids must be unique; pick another column with --id-col, or pass "
+                        '--id-col "" for <split>-<row> ids',
                     )
                 seen_ids[record_id] = where
                 cleaned = clean_text(text) if isinstance(text, str) else ""
                 if not cleaned:
                     ctx.skip("empty text", record_id)
                     continue
-                meta: dict[str, Any] = {
-                    "original_split": split_word,
-                    "file": _relative_name(parquet, ctx.src),
-                    "row": row,
-                }
-                split = SPLIT_NAMES[split_word]
+                meta: dict[str, Any] = {"file": _relative_name(parquet, ctx.src), "row": row}
+                if named_split is not None:
+                    meta["original_split"] = named_split
+                split = opts.split or SPLIT_WORDS[split_word]
                 image_ref = _image_ref(ctx, parquet, row, image, record_id, split, used_names, meta)
                 if image_ref is None:
                     continue
@@ -110,8 +118,12 @@ def build(ctx: ImportContext, opts: HfOptions) -> list[Record]:
     return records
 
 
-def _split_files(src: Path) -> dict[str, list[Path]]:
-    """Parquet files grouped by their split word, shards in name (= shard index) order."""
+def _split_files(src: Path, split: str | None) -> dict[str, list[Path]]:
+    """Parquet files grouped by their split word, shards in name (= shard index) order.
+
+    With ``split`` every file belongs to it: the word is the one from the file name when the
+    name has one (kept in ``meta.original_split``), else ``split`` itself.
+    """
     if src.is_file():
         files = [src]
     else:
@@ -125,12 +137,14 @@ def _split_files(src: Path) -> dict[str, list[Path]]:
     grouped: dict[str, list[Path]] = {}
     for path in files:
         word = _split_word(path)
-        if word is None:
+        if split is not None:
+            word = split if word is None else word
+        elif word is None:
             raise InputError(
                 "cannot tell the split from the file name", path=path, hint=_RENAME_HINT
             )
         grouped.setdefault(word, []).append(path)
-    order = list(SPLIT_NAMES)
+    order = list(SPLIT_WORDS)
     return {word: sorted(grouped[word]) for word in sorted(grouped, key=order.index)}
 
 
@@ -142,10 +156,24 @@ def _split_word(path: Path) -> str | None:
     word = match["split"] if match else stem
     if word.isdigit():
         word = path.parent.name.lower()
-    return word if word in SPLIT_NAMES else None
+    return word if word in SPLIT_WORDS else None
 
 
-def _rows(parquet: Path, opts: HfOptions) -> Iterator[tuple[int, Any, Any, str | None]]:
+def _id_column(parquet: Path, opts: HfOptions) -> str | None:
+    """``--id-col``, else ``id`` when this file has such a column, else None (row numbers);
+    ``--id-col ""`` asks for row numbers even when there is an ``id`` column."""
+    if opts.id_col is not None:
+        return opts.id_col or None
+    try:
+        names = pq.read_schema(parquet).names
+    except (pa.ArrowException, OSError):
+        return None  # _rows reports the unreadable file with its own message
+    return DEFAULT_ID_COL if DEFAULT_ID_COL in names else None
+
+
+def _rows(
+    parquet: Path, opts: HfOptions, id_col: str | None
+) -> Iterator[tuple[int, Any, Any, str | None]]:
     """Yield ``(row, image struct, text, id or None)`` batch by batch."""
     try:
         handle = pq.ParquetFile(parquet)
@@ -156,7 +184,7 @@ def _rows(parquet: Path, opts: HfOptions) -> Iterator[tuple[int, Any, Any, str |
             hint="re-download it; a partial download is not a valid parquet file",
         ) from None
     schema = handle.schema_arrow
-    wanted = [opts.image_col, opts.text_col] + ([opts.id_col] if opts.id_col else [])
+    wanted = [opts.image_col, opts.text_col] + ([id_col] if id_col else [])
     for column in wanted:
         if column not in schema.names:
             raise InputError(
@@ -180,16 +208,16 @@ def _rows(parquet: Path, opts: HfOptions) -> Iterator[tuple[int, Any, Any, str |
         for batch in handle.iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
             images = batch.column(opts.image_col).to_pylist()
             texts = batch.column(opts.text_col).to_pylist()
-            ids = batch.column(opts.id_col).to_pylist() if opts.id_col else [None] * len(texts)
+            ids = batch.column(id_col).to_pylist() if id_col else [None] * len(texts)
             for image, text, source_id in zip(images, texts, ids, strict=True):
-                if opts.id_col and (source_id is None or str(source_id).strip() == ""):
+                if id_col and (source_id is None or str(source_id).strip() == ""):
                     raise InputError(
                         f"row {row} has no id",
                         path=parquet,
-                        field=opts.id_col,
-                        hint="every row needs a value in the --id-col column",
+                        field=id_col,
+                        hint="every row needs a value in the id column (pick one with --id-col)",
                     )
-                yield row, image, text, (str(source_id).strip() if opts.id_col else None)
+                yield row, image, text, (str(source_id).strip() if id_col else None)
                 row += 1
     except (pa.ArrowException, OSError) as exc:
         raise InputError(
@@ -235,7 +263,7 @@ def _image_ref(
         target = Path(path)
         return ctx.reference(target if target.is_absolute() else parquet.parent / target)
     extension = image_extension(data)
-    name = _unique_name(f"{split}/{_UNSAFE_NAME.sub('_', record_id)}", used_names)
+    name = unique_name(f"{split}/{safe_name(record_id)}", used_names)
     if extension is None:
         return _bad_image(
             ctx, BadImage("unreadable image (unknown format)"), parquet, row, record_id
@@ -261,16 +289,6 @@ def _bad_image(ctx: ImportContext, bad: BadImage, parquet: Path, row: int, recor
         )
     ctx.skip(str(bad).split(" (")[0], record_id)
     return None
-
-
-def _unique_name(name: str, used: set[str]) -> str:
-    """Ids made file-safe can collide (``a/b`` and ``a_b``); number the later ones."""
-    candidate, number = name, 1
-    while candidate in used:
-        number += 1
-        candidate = f"{name}-{number}"
-    used.add(candidate)
-    return candidate
 
 
 def image_extension(data: bytes) -> str | None:

@@ -6,6 +6,11 @@ separates tokens (a space by default, or detokenized on request, with quote stat
 the lines of a form); ``err`` lines are kept (the flag is about word segmentation only); empty
 transcriptions skipped and counted; image paths built from the id, never searched for, so a
 missing PNG is counted by the shared image check; split lists may name lines or whole forms.
+
+Writers come from ``ascii/forms.txt`` when it is there (it ships in the same ``ascii.tgz``): each
+line gets ``meta.writer``, which lets ``data check`` tell the same LOB text copied by another
+writer (IAM's design) from a leak, and lets ``--group-by writer`` derive a writer-independent
+split (lines of one writer in one split), as the official IAM tasks are.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from vlm_retain.data.importers.base import ImportContext, require_dir, require_file
 from vlm_retain.data.manifest import Record
+from vlm_retain.data.naming import SPLIT_WORDS
 from vlm_retain.data.splits import check_fractions, grouped_split
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import read_utf8
@@ -27,8 +33,19 @@ _LAYOUT_HINT = (
 )
 #: Eight space-separated fields, then one separator and the transcription (which may hold spaces).
 _ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)(?:\s(.*))?$")
-#: ``a01-000u-00``: writer group ``a01``, form ``a01-000u``, line ``00``. Also keeps ids path-safe.
+#: ``a01-000u-00``: text group ``a01``, form ``a01-000u``, line ``00``. Also keeps ids path-safe.
 _LINE_ID = re.compile(r"^(?P<group>[A-Za-z0-9]+)-[A-Za-z0-9]+-[0-9]+$")
+#: A ``forms.txt`` row: form id, writer id, sentences, prt|all, lines, lines ok, words, words ok.
+_FORM_ROW = re.compile(
+    r"^(?P<form>[A-Za-z0-9]+-[A-Za-z0-9]+) (?P<writer>[0-9]+) (?P<sentences>[0-9]+)"
+    r" (?P<segmentation>prt|all) (?P<lines>[0-9]+) (?P<lines_ok>[0-9]+)"
+    r" (?P<words>[0-9]+) (?P<words_ok>[0-9]+)$"
+)
+_FORMS_FORMAT = (
+    "rows read: form-id writer-id sentences prt|all lines lines-ok words words-ok, "
+    "e.g. a01-000u 000 2 prt 7 5 52 36"
+)
+GROUP_BY = ("form", "writer")
 _NUMERIC_FIELDS = ("graylevel", "components", "x", "y", "w", "h")
 _SEGMENTATION = ("ok", "err")
 
@@ -40,16 +57,7 @@ LWITLRT_LISTS = {
     "testset.txt": "test",
 }
 #: Generic names (RWTH/Aachen ``*.uttlist``, Laia ``tr/va/te.lst``, IAM-Splitting ``valid.txt``).
-LIST_STEMS = {
-    "train": "train",
-    "tr": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "va": "val",
-    "test": "test",
-    "te": "test",
-}
+LIST_STEMS = {**SPLIT_WORDS, "tr": "train", "va": "val", "te": "test"}
 LIST_SUFFIXES = (".txt", ".lst", ".uttlist")
 
 # Detokenization: which tokens lose the space before or after them.
@@ -62,10 +70,12 @@ _CLITIC = re.compile(r"^(?:n't|'(?:s|d|ll|m|ve|re|t))$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class IamOptions:
-    """``seed``/``val_frac``/``test_frac`` apply only when no ``--splits`` folder is given."""
+    """``group_by``/``seed``/``val_frac``/``test_frac`` apply only when no ``--splits`` folder
+    is given; ``group_by`` is ``form`` or ``writer`` (which needs ``ascii/forms.txt``)."""
 
     splits: Path | None = None
     detokenize: bool = False
+    group_by: str = "form"
     seed: int = 0
     val_frac: float = 0.1
     test_frac: float = 0.1
@@ -98,6 +108,11 @@ class IamLine:
 
 
 def build(ctx: ImportContext, opts: IamOptions) -> list[Record]:
+    """Read ``lines.txt`` (and ``forms.txt`` when present) into one record per line.
+
+    Image paths are built from the ids rather than searched for, so a missing PNG is counted by
+    the shared image check instead of making the import slow on a 13k-file tree.
+    """
     root = ctx.src
     ascii_dir = root / "ascii"
     if not ascii_dir.is_dir() and (root / "lines.txt").is_file():
@@ -109,16 +124,19 @@ def build(ctx: ImportContext, opts: IamOptions) -> list[Record]:
     require_dir(ascii_dir, "ascii/ folder", _LAYOUT_HINT)
     lines_file = require_file(ascii_dir / "lines.txt", "ascii/lines.txt", _LAYOUT_HINT)
     lines_dir = require_dir(root / "lines", "lines/ image folder", _LAYOUT_HINT)
+    forms_file = ascii_dir / "forms.txt"
+    _check_group_by(opts, forms_file)
     if opts.splits is None:
         check_fractions(opts.val_frac, opts.test_frac)
 
     rows = parse_lines_txt(lines_file)
-    by_form: dict[str, str] = {}
+    writer_of = parse_forms_txt(forms_file) if forms_file.is_file() else None
+    by_group: dict[str, str] = {}
     listed: dict[str, tuple[str, str]] = {}
     if opts.splits is None:
-        forms = (row.form for row in rows)
-        by_form = grouped_split(
-            forms, seed=opts.seed, val_frac=opts.val_frac, test_frac=opts.test_frac
+        groups = (_group_key(row.form, opts.group_by, writer_of) for row in rows)
+        by_group = grouped_split(
+            groups, seed=opts.seed, val_frac=opts.val_frac, test_frac=opts.test_frac
         )
     else:
         listed = read_split_lists(ctx, Path(opts.splits), rows)
@@ -138,14 +156,19 @@ def build(ctx: ImportContext, opts: IamOptions) -> list[Record]:
             continue
         meta = row.meta()
         if opts.splits is None:
-            split = by_form[row.form]
-            meta["split_rule"] = f"grouped by form, seed {opts.seed}"
+            split = by_group[_group_key(row.form, opts.group_by, writer_of)]
+            meta["split_rule"] = f"grouped by {opts.group_by}, seed {opts.seed}"
         elif row.id in listed:
             split, list_name = listed[row.id]
             meta["original_split"] = list_name
         else:
             ctx.skip("not in any split list", row.id)
             continue
+        if writer_of is not None:
+            if row.form in writer_of:
+                meta["writer"] = writer_of[row.form]
+            else:
+                ctx.note("lines whose form is not in forms.txt (no writer)")
         if row.segmentation == "err":
             ctx.note("lines with word segmentation 'err' (kept)")
         if any(" " in token.strip() for token in tokens):
@@ -157,6 +180,65 @@ def build(ctx: ImportContext, opts: IamOptions) -> list[Record]:
             )
         )
     return records
+
+
+def _check_group_by(opts: IamOptions, forms_file: Path) -> None:
+    """``--group-by`` must name a known grouping, and ``writer`` needs writers to group by."""
+    if opts.group_by not in GROUP_BY:
+        raise InputError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {opts.group_by!r}")
+    if opts.group_by != "writer":
+        return
+    if opts.splits is not None:
+        raise InputError(
+            "--group-by writer applies only to a derived split, not to --splits lists",
+            hint="leave out one of the two",
+        )
+    if not forms_file.is_file():
+        raise InputError(
+            "--group-by writer needs ascii/forms.txt, which was not found",
+            path=forms_file,
+            hint="extract forms.txt from ascii.tgz next to lines.txt, or use --group-by form",
+        )
+
+
+def _group_key(form: str, group_by: str, writer_of: dict[str, str] | None) -> str:
+    """The unit that goes to one split whole: a form, or the writer of the form (a form
+    missing from forms.txt stays a group of its own rather than joining some writer)."""
+    if group_by == "writer" and writer_of is not None and form in writer_of:
+        return f"writer {writer_of[form]}"
+    return f"form {form}"
+
+
+def parse_forms_txt(path: Path) -> dict[str, str]:
+    """Form id -> writer id from ``ascii/forms.txt``; a malformed row names its line number.
+
+    Strict like ``lines.txt``: a row that does not have the eight documented fields means the
+    file is not what we think, and a guessed writer would silently corrupt a writer split.
+    """
+    writers: dict[str, str] = {}
+    for number, raw in enumerate(read_utf8(path).split("\n"), start=1):
+        line = raw.rstrip("\r")
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        match = _FORM_ROW.match(" ".join(fields))
+        if match is None:
+            problem = (
+                f"expected 8 space-separated fields, found {len(fields)}"
+                if len(fields) != 8
+                else "a field has the wrong form"
+            )
+            raise InputError(problem, path=path, line=number, hint=_FORMS_FORMAT)
+        form = match["form"]
+        if form in writers:
+            raise InputError(
+                f"form id {form!r} listed twice",
+                path=path,
+                line=number,
+                hint="a form has one writer; keep one of the two rows",
+            )
+        writers[form] = match["writer"]
+    return writers
 
 
 def parse_lines_txt(path: Path) -> list[IamLine]:

@@ -50,6 +50,11 @@ class _Entry:
 
 
 def build(ctx: ImportContext, opts: LamOptions) -> list[Record]:
+    """Read the three split files of one config into records that reference the line images.
+
+    All entries are read before any record is made, because an image listed in two splits can
+    only be recognized (and dropped from both) once every split file has been seen.
+    """
     lines_dir = find_lines_dir(ctx.src)
     img_dir = require_dir(lines_dir / "img", "lines/img folder", _LAYOUT_HINT)
     split_root = require_dir(lines_dir / "split", "lines/split folder", _LAYOUT_HINT)

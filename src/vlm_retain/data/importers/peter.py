@@ -6,7 +6,9 @@ the ``train``/``public``/``private`` flags of ``mapper.csv`` (public -> val, pri
 leaderboard's final set), rows with no flag go to train and are counted as unflagged; without a
 mapper, a deterministic split grouped by (series, page); portrait images counted (and optionally
 rotated); the organisers' legacy-archive fixes (``і``->``i``, Latin ``c``->``с``, ``ҍ``->``ѣ``)
-on request.
+on request. Two images sharing a name (``x.jpg`` and ``x.png``) are skipped and counted rather
+than one picked at random; files in ``images/`` or ``words/`` that are not images or ``.txt``
+are counted as a note.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlm_retain.data.images import IMAGE_SUFFIXES
+from vlm_retain.data.images import IMAGE_SUFFIXES, BadImage, open_image
 from vlm_retain.data.importers.base import ImportContext, require_dir
 from vlm_retain.data.manifest import Record
 from vlm_retain.data.splits import check_fractions, grouped_split
@@ -45,14 +47,26 @@ class PeterOptions:
 
 
 def build(ctx: ImportContext, opts: PeterOptions) -> list[Record]:
+    """Pair ``images/`` and ``words/`` by name and assign splits from ``mapper.csv`` (or by page).
+
+    Pairing is by file stem (the only link between the two folders), so anything that breaks
+    the one-to-one pairing (a missing side, two images for one name) is counted, never guessed.
+    """
     root = ctx.src
     hint = "a Digital Peter folder holds images/ and words/ (and optionally mapper.csv)"
     images_dir = require_dir(root / "images", "images/ folder", hint)
     words_dir = require_dir(root / "words", "words/ folder", hint)
     if opts.rotate_portrait not in ROTATIONS:
         raise InputError(f"--rotate-portrait must be one of {', '.join(ROTATIONS)}")
-    images = {p.stem: p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    texts = {p.stem: p for p in words_dir.iterdir() if p.suffix == ".txt"}
+    images, clashing = _images_by_stem(ctx, images_dir)
+    texts: dict[str, Path] = {}
+    for path in sorted(words_dir.iterdir()):
+        if path.suffix == ".txt" and path.is_file():
+            texts[path.stem] = path
+        else:
+            ctx.note("files in words/ that are not .txt (ignored)")
+    for stem in clashing:
+        texts.pop(stem, None)
     for stem in sorted(images.keys() - texts.keys()):
         ctx.skip("image without transcription", stem)
     for stem in sorted(texts.keys() - images.keys()):
@@ -123,9 +137,14 @@ def build(ctx: ImportContext, opts: PeterOptions) -> list[Record]:
 def _image_ref(
     ctx: ImportContext, path: Path, stem: str, opts: PeterOptions, meta: dict[str, object]
 ) -> str | None:
-    """Reference the image in place, or write a rotated copy of a portrait one."""
+    """Reference the image in place, or write a rotated copy of a portrait one.
+
+    An image that cannot be opened or decoded here (broken, truncated, over the pixel limit)
+    is still referenced: base.py's verification then reports it the one shared way, naming the
+    file, or skips and counts it with ``--skip-bad-images``.
+    """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
             if height <= width:
                 return ctx.reference(path)
@@ -135,11 +154,31 @@ def _image_ref(
             if rotation is None:
                 return ctx.reference(path)
             rotated = image.convert("RGB").transpose(rotation)
-    except OSError:
-        return ctx.reference(path)  # verification reports it with the file name
+    except (BadImage, OSError, SyntaxError, ValueError):
+        return ctx.reference(path)
     meta["rotated"] = opts.rotate_portrait
     ctx.note("portrait images rotated")
     return ctx.save_image(rotated, stem)
+
+
+def _images_by_stem(ctx: ImportContext, images_dir: Path) -> tuple[dict[str, Path], list[str]]:
+    """Image files by stem, and the stems shared by several images (``x.jpg`` and ``x.png``).
+
+    Which of two images a transcription belongs to is unknown, so such a name is skipped and
+    counted (whether or not it has a transcription) instead of one image being picked by
+    directory order. Files that are not images are counted as a note.
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for path in sorted(images_dir.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            by_stem.setdefault(path.stem, []).append(path)
+        else:
+            ctx.note("files in images/ that are not images (ignored)")
+    clashing = sorted(stem for stem, paths in by_stem.items() if len(paths) > 1)
+    for stem in clashing:
+        ctx.skip("several images with the same name", stem)
+    images = {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1}
+    return images, clashing
 
 
 def _page_group(stem: str) -> str:

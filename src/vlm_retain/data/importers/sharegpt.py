@@ -28,20 +28,11 @@ from vlm_retain.data.importers.base import (
     require_lang_and_source,
 )
 from vlm_retain.data.manifest import Record
+from vlm_retain.data.naming import IMAGE_TAG, SPLIT_WORDS
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import read_utf8
 from vlm_retain.text import clean_text
 
-IMAGE_TAG = "<image>"
-#: ``--split`` values and file-name endings -> manifest split.
-SPLIT_WORDS = {
-    "train": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "dev": "val",
-    "test": "test",
-}
 #: (messages key, role key, content key, user role, assistant role) of the two spellings.
 _SPELLINGS = (
     ("messages", "role", "content", {"user", "human"}, {"assistant", "gpt"}),
@@ -62,6 +53,12 @@ class SharegptOptions:
 
 
 def build(ctx: ImportContext, opts: SharegptOptions) -> list[Record]:
+    """Read one sharegpt file into one OCR record per item that is one image + one exchange.
+
+    Structural damage (not JSON, not a list of turns, an unknown role, a duplicate id) stops
+    the import, because it means the file is not what the user thinks; items that are valid
+    sharegpt but not an OCR example are skipped and counted.
+    """
     require_lang_and_source(opts.lang, opts.source)
     src = require_file(ctx.src, "sharegpt JSON file", "pass the .json or .jsonl file itself")
     split, original_split = _split(src, opts.split)

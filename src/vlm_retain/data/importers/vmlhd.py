@@ -16,14 +16,15 @@ source has no published split, so pages are assigned to train/val/test with
 in one split. Gotchas handled: the ``.ashx`` extension (it is XML), ``image/@src`` with or
 without a file extension and the page file possibly in a subfolder, zones without a
 transcription (ignored, counted as a note), segments naming no zone (skipped, counted), pages
-whose image is missing (all their zones skipped, counted).
+whose image is missing (all their zones skipped, counted), pages whose image is unreadable (an
+error, or with ``--skip-bad-images`` all their zones skipped, counted). SRC may be a folder of
+books, one book folder, or one book's ``docElementsXml.ashx`` (its folder is the book).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import warnings
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Iterable
@@ -32,17 +33,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlm_retain.data.images import IMAGE_SUFFIXES, MAX_PIXELS
+from vlm_retain.data.images import IMAGE_SUFFIXES, BadImage, broken_image, open_image
 from vlm_retain.data.importers.base import ImportContext
 from vlm_retain.data.manifest import Record
+from vlm_retain.data.naming import safe_name, unique_name
 from vlm_retain.data.splits import check_fractions, grouped_split
 from vlm_retain.errors import InputError
 from vlm_retain.text import clean_text
 
 ANNOTATION_NAME = "docElementsXml.ashx"
 LEVELS = ("subword", "line")
-_LAYOUT_HINT = f"pass a folder of book folders (or one book folder), each holding {ANNOTATION_NAME}"
-_UNSAFE = re.compile(r"[^0-9A-Za-z._-]+")
+_LAYOUT_HINT = (
+    f"pass a folder of book folders, one book folder, or a book's {ANNOTATION_NAME} itself"
+)
 _POSITION_SUFFIX = re.compile(r": line \d+, column \d+$")
 #: A sub-word joins a line when its vertical overlap with the line covers this share of the
 #: shorter of the two heights: small PAWs (a lone alif) sit fully inside their line's band,
@@ -86,13 +89,24 @@ class Page:
 
 
 def build(ctx: ImportContext, opts: VmlhdOptions) -> list[Record]:
+    """Read every book under ``ctx.src`` and crop its transcribed zones (or lines).
+
+    All pages are read before any is cropped, because the split is drawn over every page key
+    of every book at once: a seed then gives the same split whichever book is listed first.
+    """
     if opts.level not in LEVELS:
         raise InputError(f"--level must be one of {', '.join(LEVELS)}, got {opts.level!r}")
     if opts.pad < 0:
         raise InputError(f"--pad must be 0 or more pixels, got {opts.pad}")
     check_fractions(opts.val_frac, opts.test_frac)
     books = find_books(ctx.src)
-    if books[0][0] != ctx.src:
+    if ctx.src.is_file() and ctx.src.parent.resolve() in ctx.out.resolve().parents:
+        raise InputError(
+            "--out must not be inside the book folder",
+            path=ctx.out,
+            hint="page images are searched there; write derived data elsewhere",
+        )
+    if ctx.src.is_dir() and books[0][0] != ctx.src:
         for folder in sorted(p for p in ctx.src.iterdir() if p.is_dir()):
             if _annotation_file(folder) is None:
                 ctx.note(f"folders without {ANNOTATION_NAME} (ignored)")
@@ -104,16 +118,28 @@ def build(ctx: ImportContext, opts: VmlhdOptions) -> list[Record]:
         test_frac=opts.test_frac,
     )
     records: list[Record] = []
+    used_names: set[str] = set()
     for book_dir, pages in pages_of:
         images = _ImageIndex(book_dir)
         for page in pages:
             if page.subwords:
-                records.extend(_page_records(ctx, opts, page, images, split_of[_page_key(page)]))
+                split = split_of[_page_key(page)]
+                records.extend(_page_records(ctx, opts, page, images, split, used_names))
     return records
 
 
 def find_books(src: Path) -> list[tuple[Path, Path]]:
-    """(book folder, annotation file) pairs: ``src`` itself when it is a book, else its children."""
+    """(book folder, annotation file) pairs: ``src`` itself when it is a book, else its children.
+
+    ``src`` may also be a book's annotation file (what a user finds first when looking into a
+    book): its folder is then the book, where the page images are looked for.
+    """
+    if src.is_file():
+        if src.name.lower() != ANNOTATION_NAME.lower():
+            raise InputError(
+                f"expected a folder or a {ANNOTATION_NAME} file", path=src, hint=_LAYOUT_HINT
+            )
+        return [(src.parent, src)]
     own = _annotation_file(src)
     if own is not None:
         return [(src, own)]
@@ -295,8 +321,15 @@ class _ImageIndex:
 
 
 def _page_records(
-    ctx: ImportContext, opts: VmlhdOptions, page: Page, images: _ImageIndex, split: str
+    ctx: ImportContext,
+    opts: VmlhdOptions,
+    page: Page,
+    images: _ImageIndex,
+    split: str,
+    used_names: set[str],
 ) -> list[Record]:
+    """Crop the records of one page from its image, opened once; ``used_names`` keeps file
+    names unique across pages (ids differing only in unsafe characters would share one)."""
     path, ambiguous = images.find(page.src)
     if path is None:
         ctx.note("page images not found")
@@ -312,7 +345,7 @@ def _page_records(
         "split_rule": f"grouped by book/page, seed {opts.seed}",
     }
     if opts.level == "subword":
-        items = [(f"{page.book}_{s.zone_id}", _safe(s.zone_id), [s]) for s in page.subwords]
+        items = [(f"{page.book}_{s.zone_id}", safe_name(s.zone_id), [s]) for s in page.subwords]
     else:
         items = [
             (f"{page.book}_{page.page_id}_l{n:02d}", f"l{n:02d}", line)
@@ -348,7 +381,9 @@ def _page_records(
                 zone_types=sorted({s.zone_type for s in members}),
             )
             text = opts.paw_separator.join(s.text for s in members)
-        name = _unused_name(ctx, f"{_safe(page.book)}/{_safe(page.page_id)}/{file_stem}")
+        name = unique_name(
+            f"{safe_name(page.book)}/{safe_name(page.page_id)}/{file_stem}", used_names
+        )
         records.append(
             Record.create(
                 id=record_id,
@@ -389,27 +424,17 @@ def group_lines(subwords: list[SubWord]) -> list[list[SubWord]]:
 def _load_page(path: Path) -> Image.Image:
     """Decode a page once, as L or RGB, refusing decompression bombs and broken files."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise InputError(
-                        f"page image too large ({image.width}x{image.height} pixels)", path=path
-                    )
-                mode = image.mode if image.mode in ("L", "RGB") else "RGB"
-                if image.mode in ("1", "LA", "I;16", "I;16B", "I;16L"):
-                    mode = "L"
+        with open_image(path) as image:
+            mode = image.mode if image.mode in ("L", "RGB") else "RGB"
+            if image.mode in ("1", "LA", "I;16", "I;16B", "I;16L"):
+                mode = "L"
+            try:
                 return image.convert(mode)
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        detail = str(exc).split("\n")[0] or type(exc).__name__
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise broken_image(exc) from None
+    except BadImage as bad:
         raise InputError(
-            f"unreadable page image ({detail})", path=path, hint="re-extract the book folder"
+            f"unreadable page image: {bad}", path=path, hint="re-extract the book folder"
         ) from None
 
 
@@ -435,21 +460,6 @@ def _crop_box(box: Box, pad: int) -> tuple[int, int, int, int]:
 
 def _clamp(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
     return (max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3]))
-
-
-def _unused_name(ctx: ImportContext, name: str) -> str:
-    """``name``, or ``name_2``, ``name_3``... when ids that differ only in unsafe characters
-    would otherwise share one file."""
-    candidate, number = name, 1
-    while f"images/{candidate}.png" in ctx.written:
-        number += 1
-        candidate = f"{name}_{number}"
-    return candidate
-
-
-def _safe(name: str) -> str:
-    """A file-name-safe form of an XML id or folder name (ids themselves stay natural)."""
-    return _UNSAFE.sub("_", name).strip("._") or "_"
 
 
 def _page_key(page: Page) -> str:

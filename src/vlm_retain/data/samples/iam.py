@@ -1,10 +1,12 @@
-"""A tiny IAM release in the real layout: ``ascii/lines.txt`` and the ``lines/`` PNG tree.
+"""A tiny IAM release in the real layout: ``ascii/{lines,forms}.txt`` and the ``lines/`` PNG tree.
 
 Rows follow the real ``lines.txt``: the original header, then ``id ok|err graylevel components
 x y w h token|token|...``. Most text comes from real IAM lines (tokenized the IAM way: punctuation
 and clitics are their own tokens); the ``r06-000`` form is written for the sample to hold the
-contractions. Split lists are a separate download in the real world, so they have their own
-writer here (:func:`write_lwitlrt_lists`).
+contractions. ``forms.txt`` follows the real one too: its header, then ``form-id writer-id
+sentences prt|all lines lines-ok words words-ok``, with counts computed from the sample's rows
+(a writer, as in IAM, may have written several forms). Split lists are a separate download in
+the real world, so they have their own writer here (:func:`write_lwitlrt_lists`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ LINES_HEADER = """\
 #                        by the character |
 #
 """
+
+#: The header of the real ``ascii/forms.txt``, verbatim as public copies of the file show it.
+FORMS_HEADER = """\
+#--- forms.txt --------------------------------------------------------------#
+#
+# iam database form information
+#
+# format: a01-000u 000 2 prt 7 5 52 36
+#
+#     a01-000u  -> form id
+#     000       -> writer id
+#     2         -> number of sentences
+#     prt       -> word segmentation
+#                     prt: some lines correctly segmented
+#                     all: all lines correctly segmented
+#     7 5       -> 5 of 7 lines are correctly segmented into words
+#     52 36     -> the form contains 52 words,
+#                  36 are in lines which have been correctly segmented
+"""
+
+#: Form id -> writer id (three digits, as in forms.txt); writer 150 wrote two forms.
+FORM_WRITERS = {
+    "a01-000u": "000",
+    "c04-160": "150",
+    "c06-083": "150",
+    "e01-014": "211",
+    "f07-036": "300",
+    "r06-000": "552",
+}
 
 #: line id -> (segmentation flag, tokenized transcription, text after --detokenize)
 LINES: dict[str, tuple[str, str, str]] = {
@@ -192,7 +223,35 @@ def write_iam_sample(root: Path, *, with_gotchas: bool = True) -> IamSample:
         image.save(path)
     (root / "ascii").mkdir(parents=True, exist_ok=True)
     (root / "ascii" / "lines.txt").write_text("".join(rows), encoding="utf-8")
+    write_forms_txt(root / "ascii" / "forms.txt", lines)
     return sample
+
+
+def write_forms_txt(
+    path: Path,
+    lines: dict[str, tuple[str, str, str | None]],
+    writers: dict[str, str] = FORM_WRITERS,
+) -> None:
+    """Write ``forms.txt`` for the forms of ``lines`` (line id -> flag, tokenized, ...), with
+    the counts the real file gives: sentences, lines and words, and how many are in lines whose
+    word segmentation is ``ok``."""
+    by_form: dict[str, list[tuple[str, str]]] = {}
+    for line_id in sorted(lines):
+        flag, tokenized, _ = lines[line_id]
+        by_form.setdefault(line_id.rsplit("-", 1)[0], []).append((flag, tokenized))
+    rows = [FORMS_HEADER]
+    for form, form_lines in by_form.items():
+        words = [len([t for t in tokenized.split("|") if t]) for _, tokenized in form_lines]
+        ok = [flag == "ok" for flag, _ in form_lines]
+        sentences = sum(
+            tokenized.split("|").count(end) for _, tokenized in form_lines for end in ".!?"
+        )
+        rows.append(
+            f"{form} {writers[form]} {max(1, sentences)} {'all' if all(ok) else 'prt'} "
+            f"{len(form_lines)} {sum(ok)} {sum(words)} "
+            f"{sum(n for n, good in zip(words, ok, strict=True) if good)}\n"
+        )
+    path.write_text("".join(rows), encoding="utf-8")
 
 
 def write_lwitlrt_lists(

@@ -51,6 +51,7 @@ class _Item:
 
     @property
     def stem(self) -> str:
+        """The record id the importer gives this item (the image name without extension)."""
         return Path(self.img).stem
 
 

@@ -74,6 +74,9 @@ def render_paw(text: str) -> Image.Image:
 
 @dataclass(frozen=True)
 class SubWordTruth:
+    """Where one sub-word was pasted and what it says: the ground truth a crop is compared
+    with, pixel for pixel, which the importer never sees."""
+
     book: str
     page_id: str
     page_file: Path

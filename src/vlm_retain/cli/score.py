@@ -1,0 +1,319 @@
+"""``vlm-retain score``: metrics from saved predictions, written as ``results.json``.
+
+Every command computes everything first and writes the results file atomically at the end, so
+an error never leaves a results file behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vlm_retain.errors import InputError
+from vlm_retain.evaluate.metrics.report import MetricReport
+
+app = typer.Typer(
+    help="Score saved predictions (ours or LLaMA-Factory's) into results.json.",
+    no_args_is_help=True,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+PREDICTIONS = typer.Argument(..., help="predictions.jsonl (id, prediction, reference field, meta).")
+OUT = typer.Option(..., "--out", "-o", help="results.json to write.")
+BY = typer.Option(
+    [], "--by", help="Break down by a field: lang, source, meta.decade_id... (repeatable)."
+)
+MANIFEST = typer.Option(None, "--manifest", help="Manifest folder to join breakdown fields by id.")
+SPLIT = typer.Option(
+    None, "--split", help="Split name recorded in the results (default: from the items)."
+)
+RESAMPLES = typer.Option(1000, "--resamples", help="Bootstrap resamples for the 95% CIs.")
+SEED = typer.Option(0, "--seed", help="Bootstrap seed.")
+
+
+def _groups(records: list, by: list[str], manifest: Path | None) -> dict[str, list[str]]:
+    from vlm_retain.evaluate.predictions import field_values, manifest_fields
+
+    joined = manifest_fields(manifest) if manifest is not None else None
+    return {name: field_values(records, name, joined) for name in by}
+
+
+def _split(records: list, split: str | None) -> str:
+    if split:
+        return split
+    seen = {str(r.fields.get("split")) for r in records if r.fields.get("split")}
+    return seen.pop() if len(seen) == 1 else "unspecified"
+
+
+def _finish(
+    report: MetricReport,
+    out: Path,
+    *,
+    inputs: list[Path],
+    split: str,
+    seed: int,
+    resamples: int,
+    options: dict[str, Any],
+) -> None:
+    from vlm_retain.evaluate.results import build_results, write_results
+
+    for warning in report.warnings:
+        err_console.print(f"warning: {warning}")
+    results = build_results(
+        report, split=split, inputs=inputs, seed=seed, resamples=resamples, config=options
+    )
+    write_results(out, results)
+    print_report(report, console)
+    console.print(f"wrote {out}")
+
+
+def _compute(function: Any, source: Path, *args: Any, **kwargs: Any) -> MetricReport:
+    """Run a metric; its ValueErrors (inconsistent items) become input errors naming the file."""
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InputError(str(exc), path=source) from None
+
+
+def print_report(report: MetricReport, target: Console) -> None:
+    """The metrics with their CIs, then one table per breakdown field."""
+    table = Table(title=f"{report.task}: {report.n} items")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name, value in report.metrics.items():
+        ci = report.ci95.get(name)
+        table.add_row(
+            name,
+            "n/a" if value is None else f"{value:.4f}",
+            "" if not ci or ci[0] is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]",
+        )
+    target.print(table)
+    for field_name, groups in report.breakdown.items():
+        names = list(next(iter(groups.values()))["metrics"]) if groups else []
+        sub = Table(title=f"by {field_name}")
+        sub.add_column(field_name)
+        sub.add_column("n", justify="right")
+        for name in names:
+            sub.add_column(name, justify="right")
+        for value, group in groups.items():
+            sub.add_row(
+                value,
+                str(group["n"]),
+                *(
+                    "n/a" if group["metrics"].get(n) is None else f"{group['metrics'][n]:.4f}"
+                    for n in names
+                ),
+            )
+        target.print(sub)
+
+
+@app.command("ocr")
+def score_ocr(
+    predictions: Path = PREDICTIONS,
+    out: Path = OUT,
+    profile: str = typer.Option("raw", "--profile", help="raw | casefold | nopunct | peter."),
+    by: list[str] = BY,
+    manifest: Path | None = MANIFEST,
+    per_line: Path | None = typer.Option(
+        None, "--per-line", help="Also write per-line rates as CSV."
+    ),
+    top_errors: int = typer.Option(20, "--top-errors", help="Most frequent confusions to list."),
+    split: str | None = SPLIT,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> None:
+    """CER, WER, line accuracy (micro and macro) with CIs; accepts LLaMA-Factory predictions."""
+    from vlm_retain.evaluate.metrics.ocr import score_ocr as compute
+    from vlm_retain.evaluate.metrics.ocr import write_per_line_csv
+    from vlm_retain.evaluate.predictions import read_predictions
+    from vlm_retain.text.profiles import PROFILES
+
+    if profile not in PROFILES:
+        raise InputError(f"--profile {profile!r} is unknown; choose one of {', '.join(PROFILES)}")
+    records = read_predictions(predictions, "ocr")
+    report = _compute(
+        compute,
+        predictions,
+        [str(r.target) for r in records],
+        [r.prediction for r in records],
+        ids=[r.id for r in records],
+        groups=_groups(records, by, manifest),
+        profile=profile,
+        resamples=resamples,
+        seed=seed,
+        top_errors=top_errors,
+    )
+    if per_line is not None:
+        write_per_line_csv(report, per_line)
+    _finish(
+        report,
+        out,
+        inputs=[predictions],
+        split=_split(records, split),
+        seed=seed,
+        resamples=resamples,
+        options={"task": "ocr", "profile": profile, "by": by},
+    )
+
+
+@app.command("vqa")
+def score_vqa(
+    predictions: Path = PREDICTIONS,
+    out: Path = OUT,
+    by: list[str] = BY,
+    manifest: Path | None = MANIFEST,
+    split: str | None = SPLIT,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> None:
+    """VQAv2 accuracy (also TextVQA), per answer type when items carry answer_type."""
+    from vlm_retain.evaluate.metrics.vqa import score_vqa as compute
+    from vlm_retain.evaluate.predictions import MISSING, field_values, read_predictions
+
+    records = read_predictions(predictions, "vqa")
+    types = field_values(records, "answer_type")
+    answer_types = (
+        None if all(t == MISSING for t in types) else [None if t == MISSING else t for t in types]
+    )
+    report = _compute(
+        compute,
+        predictions,
+        [r.prediction for r in records],
+        [list(r.target) for r in records],
+        ids=[r.id for r in records],
+        answer_types=answer_types,
+        groups=_groups(records, by, manifest),
+        resamples=resamples,
+        seed=seed,
+    )
+    _finish(
+        report,
+        out,
+        inputs=[predictions],
+        split=_split(records, split),
+        seed=seed,
+        resamples=resamples,
+        options={"task": "vqa", "by": by},
+    )
+
+
+@app.command("anls")
+def score_anls(
+    predictions: Path = PREDICTIONS,
+    out: Path = OUT,
+    threshold: float = typer.Option(
+        0.5, "--threshold", help="Normalized distance above which a match scores 0."
+    ),
+    by: list[str] = BY,
+    manifest: Path | None = MANIFEST,
+    split: str | None = SPLIT,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> None:
+    """ANLS (DocVQA-style answers): best normalized Levenshtein similarity over the answers."""
+    from vlm_retain.evaluate.metrics.anls import score_anls as compute
+    from vlm_retain.evaluate.predictions import read_predictions
+
+    if not 0.0 < threshold <= 1.0:
+        raise InputError(f"--threshold must be in (0, 1], got {threshold}")
+    records = read_predictions(predictions, "anls")
+    report = _compute(
+        compute,
+        predictions,
+        [r.prediction for r in records],
+        [list(r.target) for r in records],
+        ids=[r.id for r in records],
+        groups=_groups(records, by, manifest),
+        threshold=threshold,
+        resamples=resamples,
+        seed=seed,
+    )
+    _finish(
+        report,
+        out,
+        inputs=[predictions],
+        split=_split(records, split),
+        seed=seed,
+        resamples=resamples,
+        options={"task": "anls", "threshold": threshold, "by": by},
+    )
+
+
+@app.command("caption")
+def score_caption(
+    predictions: Path = PREDICTIONS,
+    out: Path = OUT,
+    by: list[str] = BY,
+    manifest: Path | None = MANIFEST,
+    split: str | None = SPLIT,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> None:
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap, PTB tokenizer); SPICE when installed."""
+    from vlm_retain.evaluate.metrics.caption import score_captions as compute
+    from vlm_retain.evaluate.predictions import read_predictions
+
+    records = read_predictions(predictions, "caption")
+    report = _compute(
+        compute,
+        predictions,
+        [r.prediction for r in records],
+        [list(r.target) for r in records],
+        ids=[r.id for r in records],
+        groups=_groups(records, by, manifest),
+        resamples=resamples,
+        seed=seed,
+    )
+    _finish(
+        report,
+        out,
+        inputs=[predictions],
+        split=_split(records, split),
+        seed=seed,
+        resamples=resamples,
+        options={"task": "caption", "by": by},
+    )
+
+
+@app.command("retrieval")
+def score_retrieval(
+    scores: Path = typer.Argument(
+        ...,
+        help="SCORES.npy (images x texts) with SCORES.images.txt and SCORES.texts.jsonl beside it.",
+    ),
+    out: Path = OUT,
+    split: str = typer.Option("unspecified", "--split", help="Split name recorded in the results."),
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> None:
+    """Recall@1/5/10 both ways (image->text, text->image), the Flickr30k/COCO protocol."""
+    from vlm_retain.evaluate.metrics.retrieval import load_score_matrix, sidecar_paths
+    from vlm_retain.evaluate.metrics.retrieval import score_retrieval as compute
+
+    matrix, image_ids, text_ids, text_image = load_score_matrix(scores)
+    report = _compute(
+        compute,
+        scores,
+        matrix,
+        text_image,
+        image_ids=image_ids,
+        text_ids=text_ids,
+        resamples=resamples,
+        seed=seed,
+    )
+    inputs = [scores, *sidecar_paths(scores)]
+    _finish(
+        report,
+        out,
+        inputs=inputs,
+        split=split,
+        seed=seed,
+        resamples=resamples,
+        options={"task": "retrieval"},
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: predictions in, results out. ``metrics`` never imports a model."""
