@@ -376,3 +376,66 @@ def purge(
         raise InputError("nothing deleted (not confirmed)", hint="pass --yes to skip the question")
     purge_folder(folder, plan)
     console.print(f"removed {folder} ({plan.kind})")
+
+
+synth_app = typer.Typer(
+    help="Generate the offline default data: manuscript lines and a general-skills world.",
+    no_args_is_help=True,
+)
+app.add_typer(synth_app, name="synth")
+
+
+@synth_app.command("htr")
+def synth_htr(
+    out: Path = OUT,
+    langs: str = typer.Option("ru,en,it,ar", "--langs", help="Comma-separated: ru, en, it, ar."),
+    per_lang: int = typer.Option(500, "--per-lang", help="Lines per language (all splits)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    height: int = typer.Option(56, "--height", help="Line height in pixels (a multiple of 28)."),
+    preview: bool = typer.Option(
+        False, "--preview", help="Also write preview.png (contact sheet)."
+    ),
+    workers: int = typer.Option(2, "--workers", help="Rendering processes."),
+    overwrite: bool = OVERWRITE,
+    quiet: bool = QUIET,
+) -> None:
+    """Handwriting-like text lines in Russian (pre-reform), English, Italian and Arabic."""
+    from vlm_retain.data.synthetic.htr import HtrOptions
+    from vlm_retain.data.synthetic.htr import synth_htr as run
+
+    options = HtrOptions(
+        langs=tuple(x.strip() for x in langs.split(",") if x.strip()),
+        per_lang=per_lang,
+        seed=seed,
+        height=height,
+        preview=preview,
+        workers=workers,
+    )
+    card = run(out, options, overwrite=overwrite, progress=not quiet)
+    _summarize(card, out)
+
+
+@synth_app.command("world")
+def synth_world(
+    out: Path = OUT,
+    n: int = typer.Option(1000, "--n", help="Number of scenes (images)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    preview: bool = typer.Option(
+        False, "--preview", help="Also write preview.png (contact sheet)."
+    ),
+    workers: int = typer.Option(2, "--workers", help="Rendering processes."),
+    overwrite: bool = OVERWRITE,
+    quiet: bool = QUIET,
+) -> None:
+    """Scenes of simple shapes with VQA (VQAv2 layout), captions (COCO and Karpathy layouts)
+    and printed-sign reading, plus a manifest for training mixtures."""
+    from vlm_retain.data.synthetic.world import WorldOptions
+    from vlm_retain.data.synthetic.world import synth_world as run
+
+    card = run(
+        out,
+        WorldOptions(n=n, seed=seed, preview=preview, workers=workers),
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    _summarize(card, out)
