@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlm_retain.evaluate.metrics.anls import anls_item, score_anls
+from vlm_retain.evaluate.metrics.anls import anls_item, normalized_distance, score_anls
 
 
 def test_exact_match_after_case_and_whitespace_normalization() -> None:
@@ -20,6 +20,20 @@ def test_length_is_the_longer_string() -> None:
     # "abc" vs "abcd": 1 insertion over max(3, 4) = 4 -> 0.75, either way round.
     assert anls_item("abc", ["abcd"]) == pytest.approx(0.75)
     assert anls_item("abcd", ["abc"]) == pytest.approx(0.75)
+
+
+def test_length_is_that_of_the_raw_strings_as_in_the_reference_scripts() -> None:
+    # VLMEvalKit anls_compute / the DocVQA script / lmms-eval: the distance is between the
+    # normalized strings, the length max(len(gt.upper()), len(pred.upper())) of the RAW ones.
+    # "  abc  " vs "abd": normalized "abc" vs "abd" is 1 edit; raw lengths 7 and 3 -> 1 - 1/7.
+    assert anls_item("  abc  ", ["abd"]) == pytest.approx(1 - 1 / 7)
+    assert anls_item("abd", ["  abc  "]) == pytest.approx(1 - 1 / 7)
+    # "ab" vs "ac ": 1 edit; raw lengths 2 and 3 -> 1 - 1/3 (normalized lengths would give 0.5).
+    assert anls_item("ab", ["ac "]) == pytest.approx(1 - 1 / 3)
+    assert anls_item("ac ", ["ab"]) == pytest.approx(1 - 1 / 3)
+    # The length is len(text.upper()): "ßa" upper-cases to "SSA" (3), so 1 edit / 3.
+    assert anls_item("ßa", ["sa"]) == pytest.approx(1 - 1 / 3)
+    assert normalized_distance("  abc  ", "abd") == pytest.approx(1 / 7)
 
 
 def test_below_threshold_scores_zero() -> None:
@@ -91,7 +105,7 @@ def test_score_anls_item_without_answers_names_the_id() -> None:
 def test_score_anls_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="2 predictions but 1 answer lists"):
         score_anls(["a", "b"], [["a"]])
-    with pytest.raises(ValueError, match="'lang' has 1 values for 2 items"):
+    with pytest.raises(ValueError, match=r"groups\['lang'\] has 1 values for 2 items"):
         score_anls(["a", "b"], [["a"], ["b"]], groups={"lang": ["en"]})
 
 
@@ -105,3 +119,16 @@ def test_score_anls_ci_is_deterministic_and_contains_the_estimate() -> None:
     low, high = first.ci95["anls"]
     assert first.ci95 == again.ci95
     assert 0.0 <= low < 0.6 < high <= 1.0
+
+
+def test_score_anls_default_ids_and_missing_group_values() -> None:
+    # Without ids, items are numbered from 1 as in every metric family; a None group value is
+    # grouped as "(missing)", not as "None".
+    report = score_anls(["a", "b", "c"], [["a"], ["x"], ["c"]], groups={"lang": ["en", None, "en"]})
+    assert [row["id"] for row in report.per_item] == ["1", "2", "3"]
+    assert report.breakdown["lang"] == {
+        "(missing)": {"n": 1, "metrics": {"anls": 0.0}},
+        "en": {"n": 2, "metrics": {"anls": 1.0}},
+    }
+    assert "(missing)" in report.conventions["breakdown"]
+    assert "1 - 1/7" in report.conventions["normalization"]

@@ -1,7 +1,8 @@
-"""Caption metrics: equal to pycocoevalcap called directly, BLEU bootstrap exact, bad inputs.
+"""Caption metrics: equal to pycocoevalcap called directly, BLEU/METEOR bootstrap exact, bad inputs.
 
-METEOR starts a JVM (~6-10 s), so the two METEOR runs of this file (ours and pycocoevalcap's,
-on the same data) happen once in a module fixture that several tests share.
+METEOR starts a JVM (~6-10 s), so this file starts two in all, in one module fixture that every
+METEOR test shares: ours (inside score_captions) and pycocoevalcap's, which stays open for the
+tests that send the jar their own EVAL lines.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ import numpy as np
 import pytest
 
 from vlm_retain.errors import VlmRetainError
+from vlm_retain.evaluate.metrics.bootstrap import percentile_ci, resample_sums
 from vlm_retain.evaluate.metrics.caption import (
     BLEU_NAMES,
     JAVA_HINT,
     JavaNotFoundError,
     bleu_statistics,
     corpus_bleu_from_sums,
+    meteor_corpus_from_sums,
+    meteor_process,
+    meteor_segment_stats,
+    meteor_statistics,
     score_captions,
     tokenize_captions,
 )
@@ -76,11 +82,13 @@ REFERENCES = [
 GROUP = ["beach", "city", "food", "home", "city", "city"]
 
 
-def _direct_pycocoevalcap() -> dict:
-    """What COCOEvalCap does: tokenize gts and res separately, then each scorer on its own."""
+def _direct_pycocoevalcap(meteor) -> dict:
+    """What COCOEvalCap does: tokenize gts and res separately, then each scorer on its own.
+
+    ``meteor`` is a pycocoevalcap ``Meteor`` (its JVM), scored through its own compute_score.
+    """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -90,14 +98,12 @@ def _direct_pycocoevalcap() -> dict:
     res = PTBTokenizer().tokenize(
         {k: [{"caption": p}] for k, p in zip(IDS, PREDICTIONS, strict=True)}
     )
-    out: dict = {}
+    out: dict = {"gts": gts, "res": res}
     out["bleu"], _ = Bleu(4).compute_score(gts, res, verbose=0)
-    meteor = Meteor()
     out["meteor"], out["meteor_per_image"] = meteor.compute_score(gts, res)
     city = [k for k, g in zip(IDS, GROUP, strict=True) if g == "city"]
     sub_gts, sub_res = {k: gts[k] for k in city}, {k: res[k] for k in city}
     out["city_meteor"], _ = meteor.compute_score(sub_gts, sub_res)
-    del meteor
     out["rouge"], out["rouge_per_image"] = Rouge().compute_score(gts, res)
     out["cider"], out["cider_per_image"] = Cider().compute_score(gts, res)
     out["city_bleu"], _ = Bleu(4).compute_score(sub_gts, sub_res, verbose=0)
@@ -106,18 +112,23 @@ def _direct_pycocoevalcap() -> dict:
     return out
 
 
+RESAMPLES = 200
+
+
 @pytest.fixture(scope="module")
 def scored():
-    """One run of ours and one of pycocoevalcap directly: two METEOR JVMs for the whole file."""
+    """One run of ours (default ids) and one of pycocoevalcap directly, whose METEOR JVM stays
+    open for the tests: two METEOR JVMs for the whole file."""
     report = score_captions(
-        PREDICTIONS, REFERENCES, ids=IDS, groups={"scene": GROUP}, resamples=200, seed=0
+        PREDICTIONS, REFERENCES, groups={"scene": GROUP}, resamples=RESAMPLES, seed=0
     )
-    return report, _direct_pycocoevalcap()
+    with meteor_process() as meteor:
+        yield report, _direct_pycocoevalcap(meteor), meteor
 
 
 @pytest.mark.slow
 def test_metrics_equal_pycocoevalcap_called_directly(scored) -> None:
-    report, direct = scored
+    report, direct, _ = scored
     assert report.task == "caption"
     assert report.n == 6
     for k, name in enumerate(BLEU_NAMES):
@@ -132,8 +143,9 @@ def test_metrics_equal_pycocoevalcap_called_directly(scored) -> None:
 
 @pytest.mark.slow
 def test_per_item_rows_equal_pycocoevalcap_per_image(scored) -> None:
-    report, direct = scored
-    assert [row["id"] for row in report.per_item] == IDS
+    report, direct, _ = scored
+    # No ids were given: they default to the 1-based positions, as in every metric family.
+    assert [row["id"] for row in report.per_item] == ["1", "2", "3", "4", "5", "6"]
     assert [row["prediction"] for row in report.per_item] == PREDICTIONS
     assert [row["cider"] for row in report.per_item] == list(direct["cider_per_image"])
     assert [row["rouge_l"] for row in report.per_item] == list(direct["rouge_per_image"])
@@ -141,12 +153,12 @@ def test_per_item_rows_equal_pycocoevalcap_per_image(scored) -> None:
     # The empty prediction scores 0 on everything and is reported as a warning.
     assert report.per_item[5]["cider"] == 0.0
     assert report.per_item[5]["bleu_4"] == 0.0
-    assert any("'img6'" in w for w in report.warnings)
+    assert any("e.g. id '6'" in w for w in report.warnings)
 
 
 @pytest.mark.slow
 def test_breakdown_by_group(scored) -> None:
-    report, direct = scored
+    report, direct, _ = scored
     city = report.breakdown["scene"]["city"]
     assert city["n"] == 3  # img2, img5, img6
     assert report.breakdown["scene"]["beach"]["n"] == 1
@@ -167,7 +179,7 @@ def test_breakdown_by_group(scored) -> None:
 
 @pytest.mark.slow
 def test_spice_absent_ci_and_conventions(scored) -> None:
-    report, _ = scored
+    report, _, _ = scored
     assert report.metrics["spice"] is None
     assert "stanford-corenlp-3.6.0.jar" in report.conventions["spice"]
     assert "not computed" in report.conventions["spice"]
@@ -176,12 +188,60 @@ def test_spice_absent_ci_and_conventions(scored) -> None:
         low, high = report.ci95[name]
         assert 0 <= low <= high
     # Mean-based CIs bracket the mean of the per-image scores they resample.
-    for name in ("rouge_l", "cider", "meteor"):
+    for name in ("rouge_l", "cider"):
         mean = float(np.mean([row[name] for row in report.per_item]))
         assert report.ci95[name][0] <= mean <= report.ci95[name][1]
+    assert list(report.ci95) == [*BLEU_NAMES, "meteor", "rouge_l", "cider"]
     for key in ("tokenization", "cider", "meteor", "bleu", "ci95", "temp_files", "source_files"):
         assert key in report.conventions
     assert "IDF" in report.conventions["cider"]
+    assert "EVAL line" in report.conventions["ci95"]
+    assert "(missing)" in report.conventions["breakdown"]
+
+
+def _meteor_stats(direct: dict, meteor) -> np.ndarray:
+    """Per-image METEOR sufficient statistics of the test set, from the open JVM."""
+    return meteor_statistics(meteor_segment_stats(meteor, direct["gts"], direct["res"]))
+
+
+@pytest.mark.slow
+def test_meteor_summed_statistics_reproduce_the_corpus_score(scored) -> None:
+    """All weights 1: the summed per-image statistics in one EVAL give the jar's corpus score."""
+    report, direct, meteor = scored
+    stats = _meteor_stats(direct, meteor)
+    assert stats.shape[0] == 6
+    summed = np.ones(6) @ stats
+    assert meteor_corpus_from_sums(meteor, summed).tolist() == [direct["meteor"]]
+    assert report.metrics["meteor"] == direct["meteor"]
+    # The corpus score is not the mean of the per-image scores (0.3069 vs 0.2893 here), which
+    # is why the CI must resample the statistics, not the per-image scores.
+    assert direct["meteor"] != pytest.approx(np.mean(direct["meteor_per_image"]), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_meteor_ci_is_the_corpus_score_of_the_resamples_paired_with_bleu(scored) -> None:
+    """Every caption CI uses the same resample weights; METEOR's is the jar's corpus score."""
+    report, direct, meteor = scored
+    n = len(IDS)
+    # The bootstrap's weights (how often each image is drawn in each resample), read back
+    # from resample_sums over one indicator column per image.
+    indicators = {str(i): np.eye(n)[i] for i in range(n)}
+    drawn = resample_sums(indicators, resamples=RESAMPLES, seed=0)
+    weights = np.column_stack([drawn[str(i)] for i in range(n)])
+    assert weights.shape == (RESAMPLES, n) and (weights.sum(axis=1) == n).all()
+
+    stats = _meteor_stats(direct, meteor)
+    expected_meteor = percentile_ci(meteor_corpus_from_sums(meteor, weights @ stats))
+    assert report.ci95["meteor"] == expected_meteor
+
+    _, _, bleu_stats = bleu_statistics(direct["gts"], direct["res"])
+    bleu = corpus_bleu_from_sums({name: weights @ col for name, col in bleu_stats.items()})
+    for k, name in enumerate(BLEU_NAMES):
+        assert report.ci95[name] == percentile_ci(bleu[:, k])
+    cider = weights @ np.asarray(direct["cider_per_image"]) / n
+    assert report.ci95["cider"] == pytest.approx(percentile_ci(cider), rel=1e-12)
+    low, high = report.ci95["meteor"]
+    assert low <= report.metrics["meteor"] <= high
 
 
 # ---------------------------------------------------------------------------- BLEU, no Java
@@ -277,7 +337,7 @@ def test_mismatched_lengths_and_missing_references_name_the_problem() -> None:
         score_captions(["a", "b"], [["a"], []], ids=["img1", "img2"])
     with pytest.raises(ValueError, match="3 ids for 2"):
         score_captions(["a", "b"], [["a"], ["b"]], ids=["x", "y", "z"])
-    with pytest.raises(ValueError, match="group 'lang' has 1 values for 2"):
+    with pytest.raises(ValueError, match=r"groups\['lang'\] has 1 values for 2"):
         score_captions(["a", "b"], [["a"], ["b"]], groups={"lang": ["en"]})
     with pytest.raises(ValueError, match="duplicate id 'x'"):
         score_captions(["a", "b"], [["a"], ["b"]], ids=["x", "x"])

@@ -78,7 +78,17 @@ def test_default_ks_names_and_cis() -> None:
     assert report.ci95["t2i_r5"] == [1.0, 1.0]  # every caption hits at 5 in every resample
     again = score_retrieval(SCORES, TEXT_IMAGE, image_ids=["A", "B", "C"], resamples=200)
     assert again.ci95 == report.ci95  # seeded
-    assert report.per_item[3] == {"direction": "t2i", "id": "3", "image_id": "B", "rank": 2}
+    # Text ids default to the 1-based column positions: column 3 is text "4".
+    assert report.per_item[3] == {"direction": "t2i", "id": "4", "image_id": "B", "rank": 2}
+
+
+def test_default_ids_count_from_one() -> None:
+    report = score_retrieval(SCORES, TEXT_IMAGE, ks=(1,), resamples=10)
+    t2i = [row for row in report.per_item if row["direction"] == "t2i"]
+    i2t = [row for row in report.per_item if row["direction"] == "i2t"]
+    assert [row["id"] for row in t2i] == ["1", "2", "3", "4", "5", "6"]
+    assert [row["image_id"] for row in t2i] == ["1", "1", "1", "2", "3", "3"]
+    assert [row["id"] for row in i2t] == ["1", "2", "3"]
 
 
 def test_ties_count_against_the_positive() -> None:
@@ -219,7 +229,7 @@ def test_load_bad_lines_name_file_and_line(saved: Path) -> None:
 
     # Image C's two captions moved to A: C is left without a caption.
     texts_path.write_text(good.replace('"image_id": "C"', '"image_id": "A"'))
-    with pytest.raises(InputError, match=r"s\.images\.txt:3: image 'C' has no caption"):
+    with pytest.raises(InputError, match=r"s\.texts\.jsonl: image row 2 \(image 'C'\) has no"):
         load_score_matrix(saved)
 
     texts_path.write_text(good)
@@ -235,8 +245,53 @@ def test_load_nan_and_non_npy(saved: Path) -> None:
     bad = SCORES.copy()
     bad[1, 4] = np.nan
     np.save(saved, bad)
-    with pytest.raises(InputError, match=r"s\.npy: 1 non-finite.*row 1 \(image 'B'\), column 4"):
+    with pytest.raises(
+        InputError, match=r"s\.npy: scores contain 1 non-finite.*row 1 \(image 'B'\), text column 4"
+    ):
         load_score_matrix(saved)
     saved.write_bytes(b"not an array")
     with pytest.raises(InputError, match=r"s\.npy: not a readable \.npy array"):
+        load_score_matrix(saved)
+
+
+TEXT_IDS = [f"t{j}" for j in range(6)]
+
+
+def test_load_and_score_share_one_check_per_problem(saved: Path) -> None:
+    """A bad matrix read from disk fails with score_retrieval's own message, naming the file."""
+    _, texts_path = sidecar_paths(saved)
+    bad = SCORES.copy()
+    bad[1, 4] = np.inf
+    np.save(saved, bad)
+    with pytest.raises(ValueError, match="non-finite") as direct:
+        score_retrieval(bad, TEXT_IMAGE, image_ids=IMAGE_IDS, text_ids=TEXT_IDS)
+    with pytest.raises(InputError) as loaded:
+        load_score_matrix(saved)
+    assert (
+        str(loaded.value)
+        == f"{saved}: {direct.value}; recompute the scores; NaN/inf cannot be ranked"
+    )
+
+    np.save(saved, SCORES)
+    owners = [0, 0, 0, 1, 0, 0]  # image C loses both captions
+    texts_path.write_text(
+        "".join(
+            json.dumps({"id": f"t{j}", "image_id": IMAGE_IDS[i]}) + "\n"
+            for j, i in enumerate(owners)
+        )
+    )
+    with pytest.raises(ValueError, match="has no caption") as direct:
+        score_retrieval(SCORES, owners, image_ids=IMAGE_IDS, text_ids=TEXT_IDS)
+    with pytest.raises(InputError) as loaded:
+        load_score_matrix(saved)
+    assert str(loaded.value) == f"{texts_path}: {direct.value}"
+
+
+def test_load_applies_the_shape_checks_of_score_retrieval(saved: Path) -> None:
+    # An empty (0 x 6) matrix: rejected as such, naming the .npy, before the id files are read.
+    np.save(saved, np.ones((0, 6)))
+    with pytest.raises(InputError, match=r"s\.npy: scores matrix is empty \(shape \(0, 6\)\)"):
+        load_score_matrix(saved)
+    np.save(saved, np.ones(6))
+    with pytest.raises(InputError, match=r"s\.npy: scores must be a 2-D"):
         load_score_matrix(saved)

@@ -69,9 +69,42 @@ def test_period_removal_stops_after_32_as_in_the_official_call() -> None:
 
 
 def test_contractions_table_is_the_official_one() -> None:
-    # 120 entries, capitalized keys included, as in vqaEval.py@a013f004.
+    # 120 entries, capitalized keys included, as in vqaEval.py (ASCII-apostrophe version).
     assert len(CONTRACTIONS) == 120
     assert {"Id've", "I'dve", "Im", "Ive"} <= set(CONTRACTIONS)
+
+
+# Key -> value pairs written out from the official vqaEval.py contractions dict (GT-Vision-Lab/VQA,
+# PythonEvaluationTools/vqaEvaluation/vqaEval.py, the Python 3 version with ASCII apostrophes),
+# chosen to cover plain entries, double contractions, the capitalized keys, keys that map to
+# themselves, the "'ow's'at" family and the one entry that maps TO the apostrophe-less form.
+OFFICIAL_CONTRACTIONS = [
+    ("aint", "ain't"),
+    ("dont", "don't"),
+    ("oclock", "o'clock"),
+    ("twas", "'twas"),
+    ("couldnt've", "couldn't've"),
+    ("hadn'tve", "hadn't've"),
+    ("y'allll", "y'all'll"),
+    ("yall'd've", "y'all'd've"),
+    ("Id've", "I'd've"),
+    ("I'dve", "I'd've"),
+    ("Im", "I'm"),
+    ("Ive", "I've"),
+    ("let's", "let's"),
+    ("she's", "she's"),
+    ("ow's'at", "'ow's'at"),
+    ("'ows'at", "'ow's'at"),
+    ("somebody'd", "somebodyd"),
+    ("somebodyd've", "somebody'd've"),
+    ("whats", "what's"),
+    ("youve", "you've"),
+]
+
+
+@pytest.mark.parametrize(("key", "official"), OFFICIAL_CONTRACTIONS)
+def test_contractions_map_each_key_to_the_official_value(key: str, official: str) -> None:
+    assert CONTRACTIONS[key] == official
 
 
 # --- the score ---------------------------------------------------------------------------------
@@ -199,9 +232,12 @@ def test_score_vqa_item_without_answers_names_the_id() -> None:
     [
         ({"predictions": [], "answers": []}, "no predictions"),
         ({"predictions": ["a"], "answers": []}, "1 predictions but 0 answer lists"),
-        ({"predictions": ["a"], "answers": [["a"]], "ids": ["x", "y"]}, "ids has 2"),
+        ({"predictions": ["a"], "answers": [["a"]], "ids": ["x", "y"]}, "2 ids for 1 items"),
         ({"predictions": ["a"], "answers": [["a"]], "answer_types": []}, "answer_types has 0"),
-        ({"predictions": ["a"], "answers": [["a"]], "groups": {"lang": []}}, "'lang' has 0"),
+        (
+            {"predictions": ["a"], "answers": [["a"]], "groups": {"lang": []}},
+            r"groups\['lang'\] has 0 values for 1 items",
+        ),
         (
             {
                 "predictions": ["a"],
@@ -228,3 +264,21 @@ def test_score_vqa_ci_is_deterministic_and_contains_the_estimate() -> None:
     low, high = first.ci95["accuracy"]
     assert first.ci95 == again.ci95
     assert 0.0 <= low < first.metrics["accuracy"] < high <= 1.0
+
+
+def test_score_vqa_default_ids_and_missing_group_values() -> None:
+    # Without ids, items are numbered from 1 as in every metric family; a None group value is
+    # grouped as "(missing)" (not "None"), while an item without an answer type is left out of
+    # the answer-type breakdown only.
+    report = score_vqa(
+        ["yes", "no", "yes"],
+        [_ten("yes", 10), _ten("yes", 10), _ten("yes", 10)],
+        groups={"source": ["coco", None, None]},
+        answer_types=["yes/no", None, "yes/no"],
+    )
+    assert [row["id"] for row in report.per_item] == ["1", "2", "3"]
+    assert report.breakdown["source"] == {
+        "(missing)": {"n": 2, "metrics": {"accuracy": 0.5}},
+        "coco": {"n": 1, "metrics": {"accuracy": 1.0}},
+    }
+    assert report.breakdown["answer_type"] == {"yes/no": {"n": 2, "metrics": {"accuracy": 1.0}}}

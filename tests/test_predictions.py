@@ -130,3 +130,20 @@ def test_breakdown_fields_can_come_from_a_manifest(tmp_path: Path) -> None:
     joined = manifest_fields(tmp_path)
     assert field_values(records, "meta.decade_id", joined) == ["5", MISSING]
     assert field_values(records, "source", joined) == ["lam", MISSING]
+
+
+def test_llamafactory_line_without_label_and_odd_ids(tmp_path: Path) -> None:
+    path = _write(tmp_path / "p.jsonl", [{"prompt": "p", "predict": "x"}])
+    with pytest.raises(InputError, match=r"field 'label'\): missing field"):
+        read_predictions(path, "ocr")
+    path = _write(tmp_path / "p.jsonl", [{"id": None, "prediction": "x", "reference": "y"}])
+    with pytest.raises(InputError, match=r"field 'id'\): expected a string or an integer"):
+        read_predictions(path, "ocr")
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + json.dumps({"id": "a", "prediction": "x", "reference": "x"}).encode()
+    )
+    assert read_predictions(path, "ocr")[0].id == "a"

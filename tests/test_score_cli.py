@@ -152,3 +152,45 @@ def test_score_caption_runs_pycocoevalcap_once(tmp_path: Path, run_cli) -> None:
     for name in ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider"):
         assert results["metrics"][name] is not None and name in results["ci95"]
     assert results["metrics"]["spice"] is None and "spice" in results["conventions"]
+
+
+def test_user_text_is_printed_verbatim_and_warnings_are_one_line(tmp_path: Path, run_cli) -> None:
+    rows = [
+        {"id": "[/q1]", "prediction": "red", "answers": ["red", "blue"], "lang": "[/x]"},
+        {"id": "[bold]q2[/bold]", "prediction": "x", "answers": ["x"] * 10, "lang": "[red]"},
+    ]
+    out = tmp_path / "r[b].json"
+    result = run_cli(
+        "score", "vqa", _write(tmp_path / "p.jsonl", rows), "--out", out, "--by", "lang"
+    )
+    assert result.code == 0, result.err
+    assert out.is_file() and str(out) in result.out
+    warnings = [line for line in result.err.splitlines() if line]
+    assert warnings and all(line.startswith("warning: ") for line in warnings)
+    assert "[/q1]" in result.err
+    assert "[/x]" in result.out and "[red]" in result.out
+
+
+def test_outputs_may_not_overwrite_the_predictions(tmp_path: Path, run_cli) -> None:
+    preds = _write(tmp_path / "p.jsonl", [{"id": "1", "prediction": "a", "reference": "a"}])
+    before = preds.read_bytes()
+    assert run_cli("score", "ocr", preds, "--out", preds).code == 2
+    result = run_cli("score", "ocr", preds, "--out", tmp_path / "r.json", "--per-line", preds)
+    assert result.code == 2 and "overwrite" in result.err
+    assert preds.read_bytes() == before and not (tmp_path / "r.json").exists()
+    (tmp_path / "folder").mkdir()
+    result = run_cli(
+        "score", "ocr", preds, "--out", tmp_path / "folder", "--per-line", tmp_path / "l.csv"
+    )
+    assert result.code == 2 and not (tmp_path / "l.csv").exists()
+
+
+def test_vqa_by_answer_type_and_bad_resamples(tmp_path: Path, run_cli) -> None:
+    rows = [{"id": "q", "prediction": "yes", "answers": ["yes"] * 10, "answer_type": "yes/no"}]
+    preds = _write(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "r.json"
+    assert run_cli("score", "vqa", preds, "--out", out, "--by", "answer_type").code == 0
+    assert "yes/no" in read_json(out)["breakdown"]["answer_type"]
+    assert run_cli("score", "vqa", preds, "--out", out, "--resamples", "0").code == 2
+    result = run_cli("score", "vqa", preds, "--out", out, "--by", "langue")
+    assert result.code == 0 and "--by langue: no item has this field" in result.err

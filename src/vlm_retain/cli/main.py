@@ -17,6 +17,7 @@ import typer
 from vlm_retain import __version__
 from vlm_retain.cli import data as data_cli
 from vlm_retain.cli import demo as demo_cli
+from vlm_retain.cli import model as model_cli
 from vlm_retain.cli import score as score_cli
 from vlm_retain.errors import EXIT_USAGE, VlmRetainError
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 app.add_typer(score_cli.app, name="score")
+app.add_typer(model_cli.app, name="model")
 app.command("demo")(demo_cli.demo)
 
 

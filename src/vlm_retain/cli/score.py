@@ -1,11 +1,13 @@
 """``vlm-retain score``: metrics from saved predictions, written as ``results.json``.
 
-Every command computes everything first and writes the results file atomically at the end, so
-an error never leaves a results file behind.
+Every command computes everything first, checks its output paths, and writes the per-line CSV and
+then the results file atomically at the very end, so an error never leaves a results file behind.
+User text (ids, field values, paths) is printed verbatim: the consoles do not interpret markup.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,7 @@ app = typer.Typer(
     help="Score saved predictions (ours or LLaMA-Factory's) into results.json.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False, highlight=False)
 
 PREDICTIONS = typer.Argument(..., help="predictions.jsonl (id, prediction, reference field, meta).")
 OUT = typer.Option(..., "--out", "-o", help="results.json to write.")
@@ -32,15 +33,42 @@ MANIFEST = typer.Option(None, "--manifest", help="Manifest folder to join breakd
 SPLIT = typer.Option(
     None, "--split", help="Split name recorded in the results (default: from the items)."
 )
-RESAMPLES = typer.Option(1000, "--resamples", help="Bootstrap resamples for the 95% CIs.")
+RESAMPLES = typer.Option(
+    1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs (at least 1)."
+)
 SEED = typer.Option(0, "--seed", help="Bootstrap seed.")
 
 
 def _groups(records: list, by: list[str], manifest: Path | None) -> dict[str, list[str]]:
-    from vlm_retain.evaluate.predictions import field_values, manifest_fields
+    from vlm_retain.evaluate.predictions import MISSING, field_values, manifest_fields
 
     joined = manifest_fields(manifest) if manifest is not None else None
-    return {name: field_values(records, name, joined) for name in by}
+    groups = {name: field_values(records, name, joined) for name in by}
+    for name, values in groups.items():
+        if all(value == MISSING for value in values):
+            _warn(f"--by {name}: no item has this field (check the name, or pass --manifest)")
+    return groups
+
+
+def _warn(message: str) -> None:
+    """One warning, one line on stderr, whatever the terminal width."""
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _check_outputs(inputs: list[Path], outputs: list[Path | None]) -> None:
+    """Refuse outputs that would overwrite an input or that name a folder, before any writing."""
+    sources = {p.resolve() for p in inputs}
+    for output in outputs:
+        if output is None:
+            continue
+        if output.resolve() in sources:
+            raise InputError(
+                "output would overwrite an input file",
+                path=output,
+                hint="choose another --out/--per-line",
+            )
+        if output.is_dir():
+            raise InputError("is a folder, expected a file path", path=output)
 
 
 def _split(records: list, split: str | None) -> str:
@@ -59,16 +87,23 @@ def _finish(
     seed: int,
     resamples: int,
     options: dict[str, Any],
+    per_line: Path | None = None,
 ) -> None:
     from vlm_retain.evaluate.results import build_results, write_results
 
+    _check_outputs(inputs, [out, per_line])
     for warning in report.warnings:
-        err_console.print(f"warning: {warning}")
+        _warn(warning)
     results = build_results(
         report, split=split, inputs=inputs, seed=seed, resamples=resamples, config=options
     )
-    write_results(out, results)
     print_report(report, console)
+    if per_line is not None:
+        from vlm_retain.evaluate.metrics.ocr import write_per_line_csv
+
+        write_per_line_csv(report, per_line)
+        console.print(f"wrote {per_line}")
+    write_results(out, results)
     console.print(f"wrote {out}")
 
 
@@ -130,7 +165,6 @@ def score_ocr(
 ) -> None:
     """CER, WER, line accuracy (micro and macro) with CIs; accepts LLaMA-Factory predictions."""
     from vlm_retain.evaluate.metrics.ocr import score_ocr as compute
-    from vlm_retain.evaluate.metrics.ocr import write_per_line_csv
     from vlm_retain.evaluate.predictions import read_predictions
     from vlm_retain.text.profiles import PROFILES
 
@@ -149,8 +183,6 @@ def score_ocr(
         seed=seed,
         top_errors=top_errors,
     )
-    if per_line is not None:
-        write_per_line_csv(report, per_line)
     _finish(
         report,
         out,
@@ -159,6 +191,7 @@ def score_ocr(
         seed=seed,
         resamples=resamples,
         options={"task": "ocr", "profile": profile, "by": by},
+        per_line=per_line,
     )
 
 
@@ -188,7 +221,8 @@ def score_vqa(
         [list(r.target) for r in records],
         ids=[r.id for r in records],
         answer_types=answer_types,
-        groups=_groups(records, by, manifest),
+        # the answer-type breakdown is always given when items carry types
+        groups=_groups(records, [b for b in by if b != "answer_type"], manifest),
         resamples=resamples,
         seed=seed,
     )

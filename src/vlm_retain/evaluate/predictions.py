@@ -18,11 +18,10 @@ from typing import Any
 
 from vlm_retain.data.manifest import read_manifest
 from vlm_retain.errors import InputError
+from vlm_retain.evaluate.metrics.common import MISSING  # value for items without a field
 
 #: The reference field each task reads.
 TARGET_FIELD = {"ocr": "reference", "vqa": "answers", "anls": "answers", "caption": "references"}
-#: Value used in breakdowns for an item that lacks the field.
-MISSING = "(missing)"
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def read_predictions(path: Path, task: str) -> list[Prediction]:
 
 def _parse_line(raw: bytes, path: Path, number: int) -> dict[str, Any]:
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        obj = json.loads(raw.decode("utf-8").removeprefix("\ufeff"))
     except UnicodeDecodeError:
         raise InputError("invalid UTF-8", path=path, line=number) from None
     except ValueError as exc:
@@ -78,7 +77,7 @@ def _parse_line(raw: bytes, path: Path, number: int) -> dict[str, Any]:
 
 
 def _to_prediction(obj: dict[str, Any], task: str, path: Path, number: int) -> Prediction:
-    if "prediction" not in obj and "predict" in obj and "label" in obj:
+    if "prediction" not in obj and "predict" in obj:
         return _from_llamafactory(obj, task, path, number)
     for name in ("id", "prediction", TARGET_FIELD[task]):
         if name not in obj:
@@ -99,8 +98,11 @@ def _to_prediction(obj: dict[str, Any], task: str, path: Path, number: int) -> P
         k: v for k, v in obj.items() if k not in ("id", "prediction", TARGET_FIELD[task], "meta")
     }
     fields["meta"] = meta
+    identifier = obj["id"]
+    if isinstance(identifier, bool) or not isinstance(identifier, str | int):
+        raise InputError("expected a string or an integer", path=path, line=number, field="id")
     return Prediction(
-        id=str(obj["id"]), prediction=prediction, target=target, fields=fields, line=number
+        id=str(identifier), prediction=prediction, target=target, fields=fields, line=number
     )
 
 
@@ -112,6 +114,14 @@ def _from_llamafactory(obj: dict[str, Any], task: str, path: Path, number: int) 
             line=number,
         )
     for name in ("predict", "label"):
+        if name not in obj:
+            raise InputError(
+                "missing field",
+                path=path,
+                line=number,
+                field=name,
+                hint="LLaMA-Factory predictions carry predict and label",
+            )
         if not isinstance(obj[name], str):
             raise InputError("expected a string", path=path, line=number, field=name)
     return Prediction(

@@ -6,17 +6,21 @@ the longer string's length, and a match counts 0 when NL reaches the threshold t
 a half-wrong answer earns nothing while an OCR slip costs only a little. The score is the mean
 over items.
 
-Implementation choices, checked against the DocVQA/InfographicVQA evaluation script and
-VLMEvalKit ``vlmeval/dataset/utils/vqa_eval.py`` (``anls_compute`` + ``hit_calculate``):
+Implementation choices, those of the reference implementations (the DocVQA/InfographicVQA
+evaluation script, VLMEvalKit ``vlmeval/dataset/utils/vqa_eval.py`` ``anls_compute`` +
+``hit_calculate``, and lmms-eval):
 
-- both strings are lowercased, stripped and have whitespace runs collapsed to one space;
-- the distance *and* the length are taken on those normalized strings (as VLMEvalKit does; the
-  DocVQA script and lmms-eval divide by the raw lengths, which differs only when stripping or
-  collapsing whitespace changes a length);
+- the distance is taken between the *normalized* strings: lowercased, stripped, whitespace
+  runs collapsed to one space;
+- the length it is divided by is that of the *raw* strings, exactly as ``anls_compute`` does:
+  ``max(len(answer.upper()), len(prediction.upper()))``. Stripped or collapsed whitespace thus
+  still counts in the length ("  abc  " vs "abd": 1 edit / 7 -> 0.857, not 1 / 3), and
+  ``upper()`` can lengthen a string ("ß" -> "SS");
 - the comparison at the threshold is ``NL > threshold -> 0``: those scripts zero a similarity
   *below* 0.5, so an item at exactly NL = 0.5 keeps 0.5 (the paper's formula would give 0; only
   exact ties differ, e.g. one edit in a two-character answer);
-- two empty strings are identical (similarity 1).
+- two empty strings are identical (similarity 1); whitespace-only strings normalize to empty, so
+  they match each other too (distance 0).
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from vlm_retain.evaluate.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, mean_ci
+from vlm_retain.evaluate.metrics.common import MISSING, group_labels, item_ids, mean_breakdown
 from vlm_retain.evaluate.metrics.report import MetricReport
 
 DEFAULT_THRESHOLD = 0.5
 
 REFERENCE = (
     "ST-VQA/DocVQA ANLS (Biten et al., ICCV 2019; rrc.cvc.uab.es DocVQA evaluation) as "
-    "implemented in open-compass/VLMEvalKit vlmeval/dataset/utils/vqa_eval.py"
+    "implemented in open-compass/VLMEvalKit vlmeval/dataset/utils/vqa_eval.py (anls_compute, "
+    "hit_calculate) and lmms-eval"
 )
 
 
@@ -43,10 +49,15 @@ def _normalize(text: str) -> str:
 
 
 def normalized_distance(prediction: str, answer: str) -> float:
-    """Levenshtein distance over the longer normalized string's length; 0 for two empty strings."""
-    a, b = _normalize(prediction), _normalize(answer)
-    length = max(len(a), len(b))
-    return 0.0 if length == 0 else Levenshtein.distance(a, b) / length
+    """NL: Levenshtein distance of the normalized strings over the longer *raw* string's length.
+
+    As VLMEvalKit's ``anls_compute``: the length is ``max(len(answer.upper()),
+    len(prediction.upper()))`` of the strings as given; 0 for two empty strings.
+    """
+    length = max(len(prediction.upper()), len(answer.upper()))
+    if length == 0:
+        return 0.0
+    return Levenshtein.distance(_normalize(prediction), _normalize(answer)) / length
 
 
 def _check_threshold(threshold: float) -> None:
@@ -75,42 +86,17 @@ def anls_item(
     return _best(prediction, answers, threshold)[0]
 
 
-def _item_ids(ids: Sequence[str] | None, n: int) -> list[str]:
-    """Caller's ids, or the 0-based positions as strings when none are given."""
-    if ids is None:
-        return [str(i) for i in range(n)]
-    if len(ids) != n:
-        raise ValueError(f"ids has {len(ids)} entries but there are {n} predictions")
-    return [str(i) for i in ids]
-
-
-def _group_breakdown(
-    scores: np.ndarray, groups: Mapping[str, Sequence[str]] | None, n: int
-) -> dict[str, dict[str, dict[str, object]]]:
-    """breakdown[field][value] = {"n", "metrics": {"anls": mean}} for each group field."""
-    out: dict[str, dict[str, dict[str, object]]] = {}
-    for name, raw in (groups or {}).items():
-        if len(raw) != n:
-            raise ValueError(f"group field {name!r} has {len(raw)} values for {n} items")
-        values = np.array([str(v) for v in raw], dtype=object)
-        out[name] = {
-            value: {
-                "n": int((values == value).sum()),
-                "metrics": {"anls": float(scores[values == value].mean())},
-            }
-            for value in sorted(set(values))
-        }
-    return out
-
-
 def _conventions(threshold: float) -> dict[str, object]:
     """What was done, in words, for results.json and docs/metrics.md."""
     return {
-        "metric": "ANLS: per item, max over reference answers of 1 - NL, NL = Levenshtein "
-        "distance / max(len(prediction), len(answer)); overall = mean over items",
+        "metric": "ANLS: per item, max over reference answers of 1 - NL; NL = Levenshtein "
+        "distance between the normalized answer and prediction / max(len(answer.upper()), "
+        "len(prediction.upper())) of the raw strings; overall = mean over items",
         "reference": REFERENCE,
-        "normalization": "both sides lowercased, stripped, whitespace runs collapsed to one "
-        "space; lengths taken after this normalization; no punctuation or article handling",
+        "normalization": "the distance compares both sides lowercased, stripped and with "
+        "whitespace runs collapsed to one space (no punctuation or article handling); the "
+        "length divides by the raw strings as given (upper-cased), as VLMEvalKit anls_compute, "
+        "the DocVQA script and lmms-eval do, so '  abc  ' vs 'abd' scores 1 - 1/7",
         "threshold": f"applies to NL (a distance), as in the ANLS paper: a match scores 0 when "
         f"NL > {threshold}, so NL exactly {threshold} keeps {1 - threshold:g}; at the default 0.5 "
         "this is the DocVQA script's and VLMEvalKit's rule (similarity < 0.5 -> 0), while the "
@@ -118,6 +104,8 @@ def _conventions(threshold: float) -> dict[str, object]:
         "empty": "two empty strings count as identical (1); an empty prediction against a "
         "non-empty answer has NL = 1 (0)",
         "edit_distance": "rapidfuzz.distance.Levenshtein (unit costs)",
+        "breakdown": "per group value (sorted): n and the mean ANLS of its items; an item "
+        f"without the field is grouped as {MISSING!r}",
         "ci95": "95% percentile bootstrap over items of the mean ANLS (seeded)",
     }
 
@@ -142,8 +130,9 @@ def score_anls(
         raise ValueError("no predictions to score")
     if len(answers) != n:
         raise ValueError(f"{n} predictions but {len(answers)} answer lists; give one per item")
-    item_ids = _item_ids(ids, n)
-    for item, refs in zip(item_ids, answers, strict=True):
+    ids = item_ids(ids, n)
+    labels = group_labels(groups, n)
+    for item, refs in zip(ids, answers, strict=True):
         if len(refs) == 0:
             raise ValueError(f"item {item!r} has no reference answers; give its answers")
     best = [_best(p, refs, threshold) for p, refs in zip(predictions, answers, strict=True)]
@@ -154,11 +143,11 @@ def score_anls(
         metrics={"anls": float(scores.mean())},
         ci95={"anls": mean_ci(scores, resamples=resamples, seed=seed)},
         conventions=_conventions(threshold),
-        breakdown=_group_breakdown(scores, groups, n),
+        breakdown=mean_breakdown(scores, labels, "anls"),
         per_item=[
             {"id": item, "prediction": pred, "best_answer": refs[index], "anls": score}
             for item, pred, refs, (score, index) in zip(
-                item_ids, predictions, answers, best, strict=True
+                ids, predictions, answers, best, strict=True
             )
         ],
     )

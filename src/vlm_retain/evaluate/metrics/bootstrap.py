@@ -58,13 +58,6 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> list[float]:
     return [float(low), float(high)]
 
 
-def ratio_ci(numerator: np.ndarray, denominator: np.ndarray, level: float = 0.95) -> list[float]:
-    """CI of a ratio of resampled sums; resamples with a zero denominator are dropped."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(denominator > 0, numerator / denominator, np.nan)
-    return percentile_ci(ratios, level)
-
-
 def mean_ci(
     values: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
 ) -> list[float]:

@@ -9,8 +9,11 @@ CoreNLP 3.4.1 jar. What we add around it (see ``benchmarks.md`` section 2):
   (lmms-eval restarts both for each metric, which costs ~10 s each time);
 * a guard against characters the Java tokenizer treats as line breaks (``\\r``, U+2028, ...),
   which would otherwise shift every later caption onto another image without any error;
-* CIs: corpus BLEU is bootstrapped from its per-image sufficient statistics and recombined exactly
-  as ``BleuScorer.compute_score`` does; the other metrics from their per-image scores;
+* CIs for the corpus numbers themselves: BLEU's and METEOR's per-image sufficient statistics
+  are summed with each resample's weights; BLEU is recombined exactly as
+  ``BleuScorer.compute_score`` does, METEOR by the run's own jar (one ``EVAL`` line per
+  resample); ROUGE-L, CIDEr and SPICE, means over images, from their per-image scores. One set
+  of resampled images serves every metric, so the intervals are paired;
 * SPICE only when its CoreNLP jars are already installed, because pycocoevalcap would otherwise
   start a 385 MB download from ``Spice()``.
 """
@@ -35,10 +38,10 @@ from vlm_retain.errors import VlmRetainError
 from vlm_retain.evaluate.metrics.bootstrap import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
-    mean_ci,
     percentile_ci,
     resample_sums,
 )
+from vlm_retain.evaluate.metrics.common import MISSING, breakdown, group_labels, item_ids
 from vlm_retain.evaluate.metrics.report import MetricReport
 
 BLEU_ORDERS = 4
@@ -92,8 +95,11 @@ def _check_inputs(
     references: Sequence[Sequence[str]],
     ids: Sequence[str] | None,
     groups: Mapping[str, Sequence[str]] | None,
-) -> list[str]:
-    """Validate lengths and types up front, so nothing Java-side starts on bad input."""
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Validate lengths and types up front, so nothing Java-side starts on bad input.
+
+    Returns the item ids (default "1".."n") and the group labels (None -> "(missing)").
+    """
     n = len(predictions)
     if len(references) != n:
         raise ValueError(
@@ -101,15 +107,12 @@ def _check_inputs(
         )
     if n == 0:
         raise ValueError("no captions to score")
-    if ids is None:
-        ids = [str(i) for i in range(n)]
-    elif len(ids) != n:
-        raise ValueError(f"{len(ids)} ids for {n} predictions")
-    ids = [str(i) for i in ids]
+    ids = item_ids(ids, n, what="predictions")
+    labels = group_labels(groups, n, what="predictions")
     seen: set[str] = set()
     for k, item_id in enumerate(ids):
         if item_id in seen:
-            raise ValueError(f"duplicate id {item_id!r} (item {k})")
+            raise ValueError(f"duplicate id {item_id!r} (item {k + 1})")
         seen.add(item_id)
         if not isinstance(predictions[k], str):
             raise ValueError(f"id {item_id!r}: prediction is {type(predictions[k]).__name__}")
@@ -120,10 +123,7 @@ def _check_inputs(
             raise ValueError(f"id {item_id!r}: no reference captions (need at least one)")
         if not all(isinstance(r, str) for r in refs):
             raise ValueError(f"id {item_id!r}: every reference must be a string")
-    for name, values in (groups or {}).items():
-        if len(values) != n:
-            raise ValueError(f"group {name!r} has {len(values)} values for {n} predictions")
-    return ids
+    return ids, labels
 
 
 def _require_tools() -> Path:
@@ -374,6 +374,58 @@ def meteor_eval(meteor: Any, stats: Sequence[str]) -> tuple[float, list[float]]:
     return values[-1], values[:-1]
 
 
+#: EVAL lines written before their replies are read: a block's replies (two short lines per
+#: EVAL) stay far below a pipe buffer, so the JVM never blocks on output while we still write.
+_EVAL_BLOCK = 256
+
+
+def meteor_statistics(stats: Sequence[str]) -> np.ndarray:
+    """The jar's per-image ``SCORE`` replies as numbers: shape (images, statistics fields).
+
+    Each reply is METEOR's sufficient statistics for one image (lengths, function words, matches
+    per module, chunks, ...); the corpus score is the jar's function of their sums.
+    """
+    rows = [[float(value) for value in line.split()] for line in stats]
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        raise CaptionToolError(
+            f"METEOR returned statistics of different lengths {sorted(widths)}; "
+            "is this pycocoevalcap's meteor-1.5.jar?"
+        )
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+
+
+def _format_stats(row: np.ndarray) -> str:
+    """Summed statistics as the jar reads them back (integral values without a decimal point)."""
+    return " ".join(str(int(v)) if float(v).is_integer() else repr(float(v)) for v in row)
+
+
+def meteor_corpus_from_sums(meteor: Any, sums: np.ndarray) -> np.ndarray:
+    """The jar's corpus METEOR for each row of summed per-image statistics.
+
+    Each row goes to the running jar as one ``EVAL ||| row`` line; the jar answers with that
+    entry's score and then the aggregate over the line, which for a single entry is the corpus
+    score of those sums. Summing every image's statistics once reproduces pycocoevalcap's
+    corpus METEOR exactly; summing them with bootstrap weights gives a resample's corpus METEOR.
+    """
+    rows = np.atleast_2d(np.asarray(sums, dtype=np.float64))
+    out = np.empty(len(rows), dtype=np.float64)
+    process = meteor.meteor_p
+    try:
+        with meteor.lock:
+            for start in range(0, len(rows), _EVAL_BLOCK):
+                block = rows[start : start + _EVAL_BLOCK]
+                lines = "".join(f"EVAL ||| {_format_stats(row)}\n" for row in block)
+                process.stdin.write(lines.encode())
+                process.stdin.flush()
+                for k in range(len(block)):
+                    process.stdout.readline()  # the single entry's segment score
+                    out[start + k] = float(process.stdout.readline().strip())
+    except (OSError, ValueError):  # a dead JVM: broken pipe or empty lines
+        raise _meteor_failure(meteor) from None
+    return out
+
+
 # --------------------------------------------------------------------------- SPICE
 
 
@@ -421,7 +473,7 @@ def _spice(
 # --------------------------------------------------------------------------- report
 
 
-def _conventions(spice_note: str, package_dir: Path) -> dict[str, Any]:
+def _conventions(spice_note: str, package_dir: Path, resamples: int, seed: int) -> dict[str, Any]:
     """Every choice behind the numbers, in words, for ``results.json``."""
     return {
         "reference": PYCOCOEVALCAP + ", called directly; same scorers as COCOEvalCap/lmms-eval",
@@ -439,8 +491,8 @@ def _conventions(spice_note: str, package_dir: Path) -> dict[str, Any]:
         ),
         "meteor": (
             "METEOR 1.5 jar (-l en -norm, one JVM per run): corpus score aggregated by the jar "
-            "from summed sufficient statistics; per-group values are the jar's aggregate over "
-            "the group's statistics"
+            "from the images' summed sufficient statistics (not a mean of per-image scores); "
+            "per-group values are the jar's score of the group's summed statistics"
         ),
         "rouge_l": "ROUGE-L F with beta 1.2, precision and recall each maxed over references; "
         "mean over images",
@@ -452,10 +504,18 @@ def _conventions(spice_note: str, package_dir: Path) -> dict[str, Any]:
         ),
         "spice": spice_note,
         "ci95": (
-            "95% percentile bootstrap over images, seeded; BLEU: resampled per-image statistics "
-            "recombined exactly as BleuScorer.compute_score; METEOR: mean of the jar's "
-            "per-segment scores (while the point estimate is the jar's corpus score); ROUGE-L "
-            "and CIDEr: per-image scores (CIDEr's IDF held fixed to the full set)"
+            f"95% percentile bootstrap over images, {resamples} resamples, seed {seed}; the same "
+            "resampled images for every metric; BLEU: per-image statistics summed per resample "
+            "and recombined exactly as BleuScorer.compute_score; METEOR: per-image sufficient "
+            "statistics (the numbers the jar returns for each SCORE line) summed per resample "
+            "and sent as one EVAL line to the run's METEOR JVM, whose answer is that resample's "
+            "corpus METEOR (with every weight 1 this reproduces the point estimate exactly); "
+            "ROUGE-L, CIDEr and SPICE: mean of per-image scores (CIDEr's IDF held fixed to the "
+            "full set)"
+        ),
+        "breakdown": (
+            "per group value (sorted): n and every metric over that group's images, as "
+            f"described per metric; an image without the field is grouped as {MISSING!r}"
         ),
         "per_item": "per-image cider, rouge_l, meteor (segment score) and bleu_4 (BleuScorer's "
         "per-image value with the 1e-15 guard)",
@@ -482,24 +542,35 @@ def _point_metrics(
     return metrics
 
 
-def _group_indices(groups: Mapping[str, Sequence[str]] | None) -> dict[str, dict[str, np.ndarray]]:
-    """{field: {value: item indices}} in first-seen order."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for name, values in (groups or {}).items():
-        buckets: dict[str, list[int]] = {}
-        for i, value in enumerate(values):
-            buckets.setdefault(str(value), []).append(i)
-        out[name] = {value: np.asarray(index) for value, index in buckets.items()}
-    return out
+def _confidence_intervals(
+    meteor: Any,
+    bleu_stats: Mapping[str, np.ndarray],
+    meteor_stats: np.ndarray,
+    per_image: Mapping[str, np.ndarray | None],
+    resamples: int,
+    seed: int,
+) -> dict[str, list[float]]:
+    """Paired percentile CIs: one set of resampled images for every metric.
 
-
-def _bleu_ci(stats: Mapping[str, np.ndarray], resamples: int, seed: int) -> dict[str, list[float]]:
-    """Percentile CIs of corpus BLEU-1..4 over resampled images."""
-    sums = resample_sums(stats, resamples=resamples, seed=seed)
+    BLEU and METEOR are corpus scores of the resample's summed statistics (METEOR from the
+    running jar), the others means of per-image scores.
+    """
+    n = len(meteor_stats)
+    means = {name: values for name, values in per_image.items() if values is not None}
+    columns: dict[str, np.ndarray] = {f"bleu:{name}": col for name, col in bleu_stats.items()}
+    columns.update({f"meteor:{k}": meteor_stats[:, k] for k in range(meteor_stats.shape[1])})
+    columns.update({f"mean:{name}": values for name, values in means.items()})
     if resamples <= 0:
-        return {name: [float("nan"), float("nan")] for name in BLEU_NAMES}
-    samples = corpus_bleu_from_sums(sums)
-    return {name: percentile_ci(samples[:, k]) for k, name in enumerate(BLEU_NAMES)}
+        names = [*BLEU_NAMES, "meteor", *means]
+        return {name: [float("nan"), float("nan")] for name in names}
+    sums = resample_sums(columns, resamples=resamples, seed=seed)
+    bleu = corpus_bleu_from_sums({name: sums[f"bleu:{name}"] for name in bleu_stats})
+    ci95 = {name: percentile_ci(bleu[:, k]) for k, name in enumerate(BLEU_NAMES)}
+    meteor_sums = np.column_stack([sums[f"meteor:{k}"] for k in range(meteor_stats.shape[1])])
+    ci95["meteor"] = percentile_ci(meteor_corpus_from_sums(meteor, meteor_sums))
+    for name in means:
+        ci95[name] = percentile_ci(sums[f"mean:{name}"] / n)
+    return ci95
 
 
 def score_captions(
@@ -517,7 +588,7 @@ def score_captions(
     Raises ValueError on mismatched lengths or an image without references (naming its id),
     :class:`JavaNotFoundError` when Java is missing.
     """
-    ids = _check_inputs(predictions, references, ids, groups)
+    ids, labels = _check_inputs(predictions, references, ids, groups)
     package_dir = _require_tools()
     gts, res = tokenize_captions(predictions, references)
     bleu_corpus, bleu_per_image, bleu_stats = bleu_statistics(gts, res)
@@ -528,25 +599,28 @@ def score_captions(
     with _quiet_stdout():
         rouge, rouge_per_image = Rouge().compute_score(gts, res)
         cider, cider_per_image = Cider().compute_score(gts, res)
-    by_group = _group_indices(groups)
-    with meteor_process() as meteor:
-        stats = meteor_segment_stats(meteor, gts, res)
-        meteor_corpus, meteor_per_image = meteor_eval(meteor, stats)
-        meteor_by_group = {
-            name: {
-                value: meteor_eval(meteor, [stats[i] for i in index])[0]
-                for value, index in buckets.items()
-            }
-            for name, buckets in by_group.items()
-        }
     spice_corpus, spice_per_image, spice_note = _spice(gts, res, package_dir)
-
-    per_image = {
-        "meteor": np.asarray(meteor_per_image, dtype=np.float64),
+    per_image: dict[str, np.ndarray | None] = {
         "rouge_l": np.asarray(rouge_per_image, dtype=np.float64),
         "cider": np.asarray(cider_per_image, dtype=np.float64),
         "spice": None if spice_per_image is None else np.asarray(spice_per_image),
     }
+
+    # Everything that needs METEOR happens while its one JVM runs: the corpus score, the
+    # groups' scores and one EVAL per bootstrap resample.
+    with meteor_process() as meteor:
+        stats = meteor_segment_stats(meteor, gts, res)
+        meteor_corpus, meteor_per_image = meteor_eval(meteor, stats)
+        meteor_stats = meteor_statistics(stats)
+
+        def group_metrics(index: np.ndarray) -> dict[str, float | None]:
+            summed = meteor_stats[index].sum(axis=0)
+            group_meteor = float(meteor_corpus_from_sums(meteor, summed)[0])
+            return _point_metrics(index, bleu_stats, group_meteor, per_image)
+
+        by_group = breakdown(labels, group_metrics)
+        ci95 = _confidence_intervals(meteor, bleu_stats, meteor_stats, per_image, resamples, seed)
+
     metrics: dict[str, float | None] = dict(zip(BLEU_NAMES, bleu_corpus, strict=True))
     metrics.update(
         meteor=float(meteor_corpus),
@@ -554,33 +628,20 @@ def score_captions(
         cider=float(cider),
         spice=None if spice_corpus is None else float(spice_corpus),
     )
-    ci95 = _bleu_ci(bleu_stats, resamples, seed)
-    for name, values in per_image.items():
-        if values is not None:
-            ci95[name] = mean_ci(values, resamples=resamples, seed=seed)
-
-    breakdown: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, buckets in by_group.items():
-        breakdown[name] = {}
-        for value, index in buckets.items():
-            group_meteor = meteor_by_group[name][value]
-            breakdown[name][value] = {
-                "n": len(index),
-                "metrics": _point_metrics(index, bleu_stats, group_meteor, per_image),
-            }
+    ci95 = {name: ci95[name] for name in metrics if name in ci95}  # display order
 
     rows = []
     for i, item_id in enumerate(ids):
         row: dict[str, Any] = {
             "id": item_id,
             "prediction": predictions[i],
-            "cider": float(per_image["cider"][i]),
-            "rouge_l": float(per_image["rouge_l"][i]),
-            "meteor": float(per_image["meteor"][i]),
+            "cider": float(cider_per_image[i]),
+            "rouge_l": float(rouge_per_image[i]),
+            "meteor": float(meteor_per_image[i]),
             "bleu_4": float(bleu_per_image[BLEU_ORDERS - 1][i]),
         }
-        if per_image["spice"] is not None:
-            row["spice"] = float(per_image["spice"][i])
+        if spice_per_image is not None:
+            row["spice"] = float(spice_per_image[i])
         rows.append(row)
 
     warnings = []
@@ -595,8 +656,8 @@ def score_captions(
         n=len(ids),
         metrics=metrics,
         ci95=ci95,
-        conventions=_conventions(spice_note, package_dir),
-        breakdown=breakdown,
+        conventions=_conventions(spice_note, package_dir, resamples, seed),
+        breakdown=by_group,
         warnings=warnings,
         per_item=rows,
     )

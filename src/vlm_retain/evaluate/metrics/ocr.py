@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from vlm_retain.evaluate.metrics.bootstrap import (
     percentile_ci,
     resample_sums,
 )
+from vlm_retain.evaluate.metrics.common import MISSING, breakdown, group_labels, item_ids
 from vlm_retain.evaluate.metrics.report import MetricReport
 from vlm_retain.fsutil import atomic_write_text
 from vlm_retain.text.profiles import PROFILES, normalizer
@@ -47,9 +48,6 @@ CSV_COLUMNS = (
     "wer",
     "exact",
 )
-#: Group value used in breakdowns for an item whose field is missing (None).
-MISSING_GROUP = "(missing)"
-
 REFERENCES = (
     "Digital Peter official scorer (ai-forever/digital_peter_aij2020@09447491:evaluate.py): "
     "micro CER and WER (str.split tokens) over stripped lines, string accuracy = exact match; "
@@ -166,37 +164,16 @@ def _confidence_intervals(
     return {name: percentile_ci(samples[name]) for name in METRICS}
 
 
-def _group_values(values: Sequence[Any], field: str, n: int) -> list[str]:
-    """Per-item group labels as strings; None becomes :data:`MISSING_GROUP`."""
-    if isinstance(values, str) or len(values) != n:
-        size = "a string" if isinstance(values, str) else f"{len(values)} values"
-        raise ValueError(f"groups[{field!r}] has {size}, expected one value per line ({n})")
-    return [MISSING_GROUP if value is None else str(value) for value in values]
-
-
 def _breakdown(
-    columns: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[Any]], n: int
+    columns: Mapping[str, np.ndarray], groups: Mapping[str, Sequence[str]]
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per field, per value (sorted): ``n`` and the five point metrics over that value's lines."""
-    result: dict[str, dict[str, dict[str, Any]]] = {}
-    for field, raw_values in groups.items():
-        values = np.array(_group_values(raw_values, field, n), dtype=object)
-        labels, inverse = np.unique(values, return_inverse=True)
-        counts = np.bincount(inverse, minlength=len(labels))
-        sums = {
-            name: np.bincount(inverse, weights=column, minlength=len(labels))
-            for name, column in columns.items()
-        }
-        result[field] = {
-            str(label): {
-                "n": int(counts[k]),
-                "metrics": _point_metrics(
-                    {name: float(total[k]) for name, total in sums.items()}, int(counts[k])
-                ),
-            }
-            for k, label in enumerate(labels)
-        }
-    return result
+
+    def metrics_of(index: np.ndarray) -> dict[str, float]:
+        sums = {name: float(column[index].sum()) for name, column in columns.items()}
+        return _point_metrics(sums, len(index))
+
+    return breakdown(groups, metrics_of)
 
 
 def _top(counter: Counter[Any], limit: int) -> list[tuple[Any, int]]:
@@ -247,12 +224,12 @@ def _error_analysis(lines: _Lines, limit: int) -> dict[str, Any]:
 
 
 def _per_item(
-    lines: _Lines, ids: Sequence[Hashable], cer: np.ndarray, wer: np.ndarray
+    lines: _Lines, ids: Sequence[str], cer: np.ndarray, wer: np.ndarray
 ) -> list[dict[str, Any]]:
     """One row per line with the normalized texts as scored and the per-line counts and rates."""
     return [
         {
-            "id": str(ids[k]),
+            "id": ids[k],
             "reference": lines.references[k],
             "prediction": lines.predictions[k],
             "char_edits": int(lines.char_edits[k]),
@@ -298,7 +275,10 @@ def _conventions(profile: str, resamples: int, seed: int, ids_given: bool) -> di
             f"95% percentile bootstrap over lines, {resamples} resamples, seed {seed}; the same "
             "resampled lines for all five metrics; micro rates are ratios of resampled sums"
         ),
-        "breakdown": "per group value: n and the five point metrics (no CI), same definitions",
+        "breakdown": (
+            "per group value (sorted): n and the five point metrics (no CI), same definitions; "
+            f"a line without the field is grouped as {MISSING!r}"
+        ),
         "error_analysis": (
             "character edits of one minimal alignment per line (rapidfuzz Levenshtein.editops), "
             "counted over all lines; most frequent first, ties by character"
@@ -328,8 +308,8 @@ def score_ocr(
     n = len(references)
     if len(predictions) != n:
         raise ValueError(f"{n} references but {len(predictions)} predictions")
-    if ids is not None and len(ids) != n:
-        raise ValueError(f"{len(ids)} ids for {n} lines")
+    line_ids = item_ids(ids, n, what="lines")
+    labels = group_labels(groups, n, what="lines")
     if n == 0:
         raise ValueError("no lines to score")
     normalized_refs = _normalize_all(references, profile, "references")
@@ -349,15 +329,10 @@ def score_ocr(
         metrics=_point_metrics(totals, n),
         ci95=_confidence_intervals(columns, n, resamples, seed),
         conventions=_conventions(profile, resamples, seed, ids is not None),
-        breakdown=_breakdown(columns, groups or {}, n),
+        breakdown=_breakdown(columns, labels),
         analysis=_error_analysis(lines, top_errors),
         warnings=warnings,
-        per_item=_per_item(
-            lines,
-            ids if ids is not None else [str(k + 1) for k in range(n)],
-            columns["cer_line"],
-            columns["wer_line"],
-        ),
+        per_item=_per_item(lines, line_ids, columns["cer_line"], columns["wer_line"]),
     )
 
 

@@ -15,9 +15,10 @@ scores R@1 = 0, never an optimistic 1. Matrices travel as ``SCORES.npy`` plus tw
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from vlm_retain.errors import InputError
 from vlm_retain.evaluate.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, mean_ci
+from vlm_retain.evaluate.metrics.common import item_ids
 from vlm_retain.evaluate.metrics.report import MetricReport
 from vlm_retain.fsutil import atomic_write_bytes, atomic_write_text, read_utf8
 
@@ -35,8 +37,8 @@ _MAX_CELLS = 8_000_000
 # --------------------------------------------------------------------------- validation
 
 
-def _check_matrix(scores: Any) -> np.ndarray:
-    """A finite 2-D float matrix, or a ValueError that says where the first bad value is."""
+def _check_shape(scores: Any) -> np.ndarray:
+    """A non-empty 2-D numeric matrix as float64, or a ValueError saying what is wrong."""
     matrix = np.asarray(scores)
     if matrix.ndim != 2:
         raise ValueError(f"scores must be a 2-D (images x texts) matrix, got shape {matrix.shape}")
@@ -45,17 +47,39 @@ def _check_matrix(scores: Any) -> np.ndarray:
     matrix = matrix.astype(np.float64, copy=False)
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(f"scores matrix is empty (shape {matrix.shape})")
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        row, col = (int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(
-            f"scores contain {int(bad.sum())} non-finite value(s) (NaN or inf); first at "
-            f"image row {row}, text column {col}: {matrix[row, col]}"
-        )
     return matrix
 
 
-def _check_text_image(text_image: Sequence[int], n_images: int, n_texts: int) -> np.ndarray:
+def _check_finite(
+    matrix: np.ndarray,
+    image_ids: Sequence[str] | None = None,
+    text_ids: Sequence[str] | None = None,
+) -> None:
+    """A ValueError naming the first NaN/inf (its row and column, and their ids when given)."""
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        image = "" if image_ids is None else f" (image {image_ids[row]!r})"
+        text = "" if text_ids is None else f" (text {text_ids[col]!r})"
+        raise ValueError(
+            f"scores contain {int(bad.sum())} non-finite value(s) (NaN or inf); first at "
+            f"image row {row}{image}, text column {col}{text}: {matrix[row, col]}"
+        )
+
+
+def _check_matrix(scores: Any) -> np.ndarray:
+    """A finite, non-empty 2-D float matrix, or a ValueError that says where the problem is."""
+    matrix = _check_shape(scores)
+    _check_finite(matrix)
+    return matrix
+
+
+def _check_text_image(
+    text_image: Sequence[int],
+    n_images: int,
+    n_texts: int,
+    image_ids: Sequence[str] | None = None,
+) -> np.ndarray:
     """Caption -> image indices: one per column, in range, every image with a caption."""
     owners = np.asarray(text_image)
     if owners.ndim != 1 or len(owners) != n_texts:
@@ -73,9 +97,10 @@ def _check_text_image(text_image: Sequence[int], n_images: int, n_texts: int) ->
     counts = np.bincount(owners, minlength=n_images)
     if (counts == 0).any():
         i = int(np.argmax(counts == 0))
+        image = "" if image_ids is None else f" (image {image_ids[i]!r})"
         raise ValueError(
-            f"image row {i} has no caption ({int((counts == 0).sum())} image(s) without one): "
-            "image->text recall needs at least one positive per image"
+            f"image row {i}{image} has no caption ({int((counts == 0).sum())} image(s) without "
+            "one): image->text recall needs at least one positive per image"
         )
     return owners.astype(np.int64)
 
@@ -89,14 +114,6 @@ def _check_ks(ks: Sequence[int]) -> list[int]:
     if not out:
         raise ValueError("ks is empty")
     return sorted(set(out))
-
-
-def _check_ids(ids: Sequence[str] | None, n: int, what: str) -> list[str]:
-    if ids is None:
-        return [str(i) for i in range(n)]
-    if len(ids) != n:
-        raise ValueError(f"{len(ids)} {what} ids for {n} {what}s in the matrix")
-    return [str(i) for i in ids]
 
 
 # --------------------------------------------------------------------------- ranks
@@ -189,12 +206,21 @@ def score_retrieval(
     points) and mean/median ranks. Raises ValueError on NaN/inf, shape mismatch, an image
     without caption or an index out of range.
     """
-    matrix = _check_matrix(scores)
+    matrix = _check_shape(scores)
     n_images, n_texts = matrix.shape
-    owners = _check_text_image(text_image, n_images, n_texts)
+    given_images = item_ids(image_ids, n_images, what="images", name="image ids")
+    given_texts = item_ids(text_ids, n_texts, what="texts", name="text ids")
+    # Errors name the caller's ids, not the 1-based defaults.
+    _check_finite(
+        matrix,
+        None if image_ids is None else given_images,
+        None if text_ids is None else given_texts,
+    )
+    owners = _check_text_image(
+        text_image, n_images, n_texts, None if image_ids is None else given_images
+    )
     ks = _check_ks(ks)
-    image_ids = _check_ids(image_ids, n_images, "image")
-    text_ids = _check_ids(text_ids, n_texts, "text")
+    image_ids, text_ids = given_images, given_texts
 
     t2i = text_to_image_ranks(matrix, owners)
     i2t = image_to_text_ranks(matrix, owners)
@@ -245,7 +271,17 @@ def sidecar_paths(path: Path) -> tuple[Path, Path]:
     return path.with_name(f"{stem}.images.txt"), path.with_name(f"{stem}.texts.jsonl")
 
 
+@contextlib.contextmanager
+def _naming(path: Path, hint: str | None = None) -> Iterator[None]:
+    """Turn the shared checks' ValueError into an InputError that names ``path``."""
+    try:
+        yield
+    except ValueError as exc:
+        raise InputError(str(exc), path=path, hint=hint) from None
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    """The array in ``path``, checked by the same shape rules as :func:`score_retrieval`."""
     if not path.is_file():
         raise InputError("score matrix file not found", path=path)
     try:
@@ -254,13 +290,10 @@ def _load_npy(path: Path) -> np.ndarray:
         raise InputError(
             f"not a readable .npy array ({exc})", path=path, hint="save it with numpy.save"
         ) from None
-    if not isinstance(matrix, np.ndarray) or matrix.ndim != 2:
-        raise InputError(
-            f"expected a 2-D (images x texts) matrix, got shape {np.shape(matrix)}", path=path
-        )
-    if matrix.dtype.kind not in "biuf":
-        raise InputError(f"expected numeric scores, got dtype {matrix.dtype}", path=path)
-    return matrix.astype(np.float64, copy=False)
+    if not isinstance(matrix, np.ndarray):
+        raise InputError("expected one array, not an .npz archive", path=path)
+    with _naming(path):
+        return _check_shape(matrix)
 
 
 def _load_image_ids(path: Path, n_rows: int) -> list[str]:
@@ -364,24 +397,10 @@ def load_score_matrix(path: Path) -> tuple[np.ndarray, list[str], list[str], lis
     image_ids = _load_image_ids(images_path, matrix.shape[0])
     image_row = {image_id: row for row, image_id in enumerate(image_ids)}
     text_ids, owners = _load_texts(texts_path, matrix.shape[1], image_row)
-    bad = ~np.isfinite(matrix)
-    if bad.any():
-        row, col = (int(v) for v in np.argwhere(bad)[0])
-        raise InputError(
-            f"{int(bad.sum())} non-finite score(s); first {matrix[row, col]} at row {row} "
-            f"(image {image_ids[row]!r}), column {col} (text {text_ids[col]!r})",
-            path=path,
-            hint="recompute the scores; NaN/inf cannot be ranked",
-        )
-    counts = np.bincount(np.asarray(owners, dtype=np.int64), minlength=len(image_ids))
-    if (counts == 0).any():
-        row = int(np.argmax(counts == 0))
-        raise InputError(
-            f"image {image_ids[row]!r} has no caption in {texts_path.name}",
-            path=images_path,
-            line=row + 1,
-            hint="every image needs at least one caption",
-        )
+    with _naming(path, hint="recompute the scores; NaN/inf cannot be ranked"):
+        _check_finite(matrix, image_ids, text_ids)
+    with _naming(texts_path):
+        _check_text_image(owners, len(image_ids), matrix.shape[1], image_ids)
     return matrix, image_ids, text_ids, owners
 
 

@@ -22,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from vlm_retain.evaluate.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, mean_ci
+from vlm_retain.evaluate.metrics.common import MISSING, group_labels, item_ids, mean_breakdown
 from vlm_retain.evaluate.metrics.report import MetricReport
 
 #: VQAv2 collects exactly this many human answers per question.
@@ -258,36 +259,6 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     return _leave_one_out(normalize_answer(prediction), [normalize_answer(a) for a in answers])
 
 
-def _item_ids(ids: Sequence[str] | None, n: int) -> list[str]:
-    """Caller's ids, or the 0-based positions as strings when none are given."""
-    if ids is None:
-        return [str(i) for i in range(n)]
-    if len(ids) != n:
-        raise ValueError(f"ids has {len(ids)} entries but there are {n} predictions")
-    return [str(i) for i in ids]
-
-
-def _check_groups(groups: Mapping[str, Sequence[str]] | None, n: int) -> dict[str, list[str]]:
-    """Groups as lists, each with one value per item."""
-    checked: dict[str, list[str]] = {}
-    for name, values in (groups or {}).items():
-        if len(values) != n:
-            raise ValueError(f"group field {name!r} has {len(values)} values for {n} items")
-        checked[name] = [str(v) for v in values]
-    return checked
-
-
-def _mean_breakdown(
-    values: np.ndarray, labels: Sequence[str | None], metric: str
-) -> dict[str, dict[str, object]]:
-    """Per label value: its item count and the mean of ``values``; None labels are left out."""
-    out: dict[str, dict[str, object]] = {}
-    for label in sorted({label for label in labels if label is not None}):
-        mask = np.array([lab == label for lab in labels])
-        out[label] = {"n": int(mask.sum()), "metrics": {metric: float(values[mask].mean())}}
-    return out
-
-
 def _count_warning(ids: Sequence[str], counts: Sequence[int]) -> str | None:
     """One line naming how many items lack exactly ten answers, and the first few of them."""
     odd = [(item, c) for item, c in zip(ids, counts, strict=True) if c != EXPECTED_ANSWERS]
@@ -330,6 +301,8 @@ def _conventions(n_odd: int, answer_types_given: bool) -> dict[str, object]:
         "with the items; items without an answer type are left out of that breakdown"
         if answer_types_given
         else "no answer types given",
+        "breakdown": "per group value (sorted): n and the mean accuracy of its items; an item "
+        f"without the field is grouped as {MISSING!r}",
         "ci95": "95% percentile bootstrap over items of the mean accuracy (seeded)",
     }
 
@@ -355,14 +328,15 @@ def score_vqa(
         raise ValueError("no predictions to score")
     if len(answers) != n:
         raise ValueError(f"{n} predictions but {len(answers)} answer lists; give one per item")
-    item_ids = _item_ids(ids, n)
-    checked_groups = _check_groups(groups, n)
+    ids = item_ids(ids, n)
+    labels = group_labels(groups, n)
     if answer_types is not None:
-        if len(answer_types) != n:
-            raise ValueError(f"answer_types has {len(answer_types)} entries for {n} items")
-        if "answer_type" in checked_groups:
+        if isinstance(answer_types, str) or len(answer_types) != n:
+            size = "a string" if isinstance(answer_types, str) else len(answer_types)
+            raise ValueError(f"answer_types has {size} entries for {n} items")
+        if "answer_type" in labels:
             raise ValueError("answer_type given both as answer_types and in groups; give one")
-    for item, refs in zip(item_ids, answers, strict=True):
+    for item, refs in zip(ids, answers, strict=True):
         if len(refs) == 0:
             raise ValueError(f"item {item!r} has no reference answers; give its answers")
 
@@ -375,12 +349,14 @@ def score_vqa(
         dtype=np.float64,
     )
     counts = [len(refs) for refs in answers]
-    warning = _count_warning(item_ids, counts)
-    breakdown = {
-        name: _mean_breakdown(scores, values, "accuracy") for name, values in checked_groups.items()
-    }
+    warning = _count_warning(ids, counts)
+    breakdown = mean_breakdown(scores, labels, "accuracy")
     if answer_types is not None:
-        breakdown["answer_type"] = _mean_breakdown(scores, list(answer_types), "accuracy")
+        # Items without an answer type are left out of this one breakdown: in VQAv2 every
+        # question has a type, so "no type" is not a type of its own to report.
+        by_type = mean_breakdown(scores, group_labels({"answer_type": answer_types}, n), "accuracy")
+        by_type["answer_type"].pop(MISSING, None)
+        breakdown.update(by_type)
     return MetricReport(
         task="vqa",
         n=n,
@@ -393,6 +369,6 @@ def score_vqa(
         warnings=[warning] if warning else [],
         per_item=[
             {"id": item, "prediction": pred, "normalized_prediction": norm, "accuracy": float(s)}
-            for item, pred, norm, s in zip(item_ids, predictions, normalized, scores, strict=True)
+            for item, pred, norm, s in zip(ids, predictions, normalized, scores, strict=True)
         ],
     )
