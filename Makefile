@@ -58,6 +58,8 @@ format: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_import.py
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/python benchmarks/bench_eval_cpu.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

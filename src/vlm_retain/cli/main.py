@@ -19,6 +19,7 @@ from vlm_retain.cli import data as data_cli
 from vlm_retain.cli import demo as demo_cli
 from vlm_retain.cli import model as model_cli
 from vlm_retain.cli import score as score_cli
+from vlm_retain.cli import transcribe as transcribe_cli
 from vlm_retain.errors import EXIT_USAGE, VlmRetainError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(data_cli.app, name="data")
 app.add_typer(score_cli.app, name="score")
 app.add_typer(model_cli.app, name="model")
 app.command("demo")(demo_cli.demo)
+app.command("transcribe")(transcribe_cli.transcribe)
 
 
 def _version(value: bool) -> None:
