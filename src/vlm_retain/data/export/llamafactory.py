@@ -23,10 +23,12 @@ from typing import Any
 
 from vlm_retain.data.manifest import SPLITS, Record, manifest_path, read_manifest
 from vlm_retain.data.naming import IMAGE_TAG, safe_name, unique_name
+from vlm_retain.data.prompts import CAPTION_PROMPT, DEFAULT_OCR_PROMPT
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json, staged_output_dir, write_marker
 
-DEFAULT_PROMPT = "Transcribe the handwritten text in this image."
+#: The OCR prompt the evaluation asks too, so a model trained on the export is scored fairly.
+DEFAULT_PROMPT = DEFAULT_OCR_PROMPT
 DATASET_INFO = "dataset_info.json"
 #: The role/content spelling written (LLaMA-Factory's defaults are from/value, human/gpt).
 TAGS = {
@@ -125,13 +127,16 @@ def _write_items(path: Path, manifest: Path, records: list[Record], prompt: str)
 
 
 def _prompt_for(record: Record, prompt: str) -> str:
-    """OCR records get ``--prompt``; other tasks carry their own question in ``meta``."""
+    """OCR records get ``--prompt``; other tasks carry their own question in ``meta``;
+    caption records without one get the captioning prompt the evaluation asks."""
     if record.task == "ocr":
         return prompt
     for key in ("prompt", "question"):
         value = record.meta.get(key)
         if isinstance(value, str) and value.strip():
             return value
+    if record.task == "caption":
+        return CAPTION_PROMPT
     raise InputError(
         f"{record.task} record {record.id!r} has no meta.prompt or meta.question",
         hint="only OCR records can use --prompt",
