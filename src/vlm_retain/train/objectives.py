@@ -1,0 +1,125 @@
+"""Training objectives: a tiny protocol, cross-entropy, and ``combine``.
+
+Why a protocol and not one big loss function: each retention term (KL to the base, L2-SP, EWC)
+has its own weight, its own cost and its own curve worth watching, so each is an object with a
+``name`` and a ``weight`` that returns one unweighted scalar, and :func:`combine` sums
+``weight * value`` and reports every part by name. The trainer stays a readable loop::
+
+    outputs = model(**model_inputs(batch))
+    loss, parts = combine(objectives, batch, outputs)   # parts: {"ce": .., "kl": .., "total": ..}
+    loss.backward()
+
+Batch contract (what the collator provides): the model inputs from
+:func:`~vlm_retain.models.encoding.encode` (``input_ids``, ``attention_mask``, ``pixel_values``,
+``image_grid_thw``, ``mm_token_type_ids``...), ``labels`` (-100 except answer tokens), and
+optionally ``source_ids`` (LongTensor [B]: index into the run's source names, for per-source
+loss) and ``replay`` (BoolTensor [B]: the row is replay/general data, for ``KLToBase(on=
+"replay")``). :func:`model_inputs` strips the extras (and ``labels``, so the model does not
+compute a second full-vocabulary loss) before the forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from vlm_retain.errors import InputError
+from vlm_retain.train.anchors import EWC, L2SP
+from vlm_retain.train.kl import KLToBase
+
+#: Batch keys that are ours, not the model's.
+EXTRA_KEYS = ("labels", "source_ids", "replay", "ids", "num_items_in_batch")
+
+__all__ = [
+    "EWC",
+    "EXTRA_KEYS",
+    "L2SP",
+    "CrossEntropy",
+    "KLToBase",
+    "Objective",
+    "combine",
+    "model_inputs",
+]
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """One term of the loss. ``__call__`` returns an unweighted scalar tensor; ``combine``
+    multiplies by ``weight``. An optional ``extra`` dict (name -> float) set by the last call
+    is logged as ``"<name>/<key>"`` (e.g. per-source losses)."""
+
+    name: str
+    weight: float
+
+    def __call__(self, batch: Mapping[str, Any], outputs: Any) -> Any: ...
+
+
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``batch`` the model's forward takes (everything but :data:`EXTRA_KEYS`)."""
+    return {k: v for k, v in batch.items() if k not in EXTRA_KEYS}
+
+
+@dataclass
+class CrossEntropy:
+    """Mean cross-entropy over supervised next tokens (``labels != -100``), computed from
+    ``outputs.logits`` on the supervised positions only (float32 there, not on all ``B x T``).
+
+    With ``batch["source_ids"]``, ``extra`` gets the mean loss per source (named by
+    ``source_names[id]``, else ``"source<id>"``) for logging; the returned value is unchanged.
+    """
+
+    weight: float = 1.0
+    name: str = "ce"
+    source_names: Sequence[str] | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, batch: Mapping[str, Any], outputs: Any) -> Any:
+        import torch.nn.functional as F
+
+        logits = outputs.logits
+        labels = batch["labels"].to(logits.device)
+        mask = labels[:, 1:] != -100
+        self.extra = {}
+        if not mask.any():
+            return logits.sum().float() * 0.0
+        token_loss = F.cross_entropy(
+            logits[:, :-1][mask].float(), labels[:, 1:][mask], reduction="none"
+        )
+        if "source_ids" in batch:
+            rows = mask.nonzero()[:, 0]
+            sources = batch["source_ids"].to(logits.device)[rows]
+            for sid in sources.unique().tolist():
+                value = token_loss[sources == sid].detach().mean()
+                self.extra[self._source_name(int(sid))] = float(value)
+        return token_loss.mean()
+
+    def _source_name(self, sid: int) -> str:
+        if self.source_names is not None and 0 <= sid < len(self.source_names):
+            return str(self.source_names[sid])
+        return f"source{sid}"
+
+
+def combine(
+    objectives: Iterable[Objective], batch: Mapping[str, Any], outputs: Any
+) -> tuple[Any, dict[str, float]]:
+    """``(total, parts)``: ``total = sum(weight * value)`` over objectives with a non-zero
+    weight; ``parts`` maps each name to its unweighted value, ``"<name>/<key>"`` to its
+    ``extra`` entries, and ``"total"`` to the total (floats, for logging)."""
+    total = None
+    parts: dict[str, float] = {}
+    for objective in objectives:
+        if objective.weight == 0:
+            continue
+        if objective.name in parts:
+            raise InputError(f"two objectives are called {objective.name!r}")
+        value = objective(batch, outputs)
+        term = objective.weight * value
+        total = term if total is None else total + term
+        parts[objective.name] = float(value.detach())
+        for key, extra in (getattr(objective, "extra", None) or {}).items():
+            parts[f"{objective.name}/{key}"] = float(extra)
+    if total is None:
+        raise InputError("no objective with a non-zero weight", hint="set ce weight > 0")
+    parts["total"] = float(total.detach())
+    return total, parts
