@@ -17,6 +17,7 @@ import typer
 from vlm_retain import __version__
 from vlm_retain.cli import data as data_cli
 from vlm_retain.cli import demo as demo_cli
+from vlm_retain.cli import eval as eval_cli
 from vlm_retain.cli import model as model_cli
 from vlm_retain.cli import score as score_cli
 from vlm_retain.cli import transcribe as transcribe_cli
@@ -32,6 +33,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.add_typer(score_cli.app, name="score")
 app.add_typer(model_cli.app, name="model")
+app.add_typer(eval_cli.app, name="eval")
 app.command("demo")(demo_cli.demo)
 app.command("transcribe")(transcribe_cli.transcribe)
 

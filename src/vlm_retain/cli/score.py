@@ -39,17 +39,6 @@ RESAMPLES = typer.Option(
 SEED = typer.Option(0, "--seed", help="Bootstrap seed.")
 
 
-def _groups(records: list, by: list[str], manifest: Path | None) -> dict[str, list[str]]:
-    from vlm_retain.evaluate.predictions import MISSING, field_values, manifest_fields
-
-    joined = manifest_fields(manifest) if manifest is not None else None
-    groups = {name: field_values(records, name, joined) for name in by}
-    for name, values in groups.items():
-        if all(value == MISSING for value in values):
-            _warn(f"--by {name}: no item has this field (check the name, or pass --manifest)")
-    return groups
-
-
 def _warn(message: str) -> None:
     """One warning, one line on stderr, whatever the terminal width."""
     print(f"warning: {' '.join(message.split())}", file=sys.stderr)
@@ -69,13 +58,6 @@ def _check_outputs(inputs: list[Path], outputs: list[Path | None]) -> None:
             )
         if output.is_dir():
             raise InputError("is a folder, expected a file path", path=output)
-
-
-def _split(records: list, split: str | None) -> str:
-    if split:
-        return split
-    seen = {str(r.fields.get("split")) for r in records if r.fields.get("split")}
-    return seen.pop() if len(seen) == 1 else "unspecified"
 
 
 def _finish(
@@ -148,6 +130,46 @@ def print_report(report: MetricReport, target: Console) -> None:
         target.print(sub)
 
 
+def _score(
+    metric: str,
+    predictions: Path,
+    out: Path,
+    *,
+    by: list[str],
+    manifest: Path | None,
+    split: str | None,
+    resamples: int,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    per_line: Path | None = None,
+) -> None:
+    from vlm_retain.evaluate.predictions import MISSING
+    from vlm_retain.evaluate.scoring import score_file, split_of
+
+    report, records = score_file(
+        metric,
+        predictions,
+        by=by,
+        manifest=manifest,
+        resamples=resamples,
+        seed=seed,
+        options=options,
+    )
+    for name, groups in report.breakdown.items():
+        if name in by and set(groups) == {MISSING}:
+            _warn(f"--by {name}: no item has this field (check the name, or pass --manifest)")
+    _finish(
+        report,
+        out,
+        inputs=[predictions],
+        split=split_of(records, split),
+        seed=seed,
+        resamples=resamples,
+        options={"task": metric, "by": by, **(options or {})},
+        per_line=per_line,
+    )
+
+
 @app.command("ocr")
 def score_ocr(
     predictions: Path = PREDICTIONS,
@@ -164,33 +186,20 @@ def score_ocr(
     seed: int = SEED,
 ) -> None:
     """CER, WER, line accuracy (micro and macro) with CIs; accepts LLaMA-Factory predictions."""
-    from vlm_retain.evaluate.metrics.ocr import score_ocr as compute
-    from vlm_retain.evaluate.predictions import read_predictions
     from vlm_retain.text.profiles import PROFILES
 
     if profile not in PROFILES:
         raise InputError(f"--profile {profile!r} is unknown; choose one of {', '.join(PROFILES)}")
-    records = read_predictions(predictions, "ocr")
-    report = _compute(
-        compute,
+    _score(
+        "ocr",
         predictions,
-        [str(r.target) for r in records],
-        [r.prediction for r in records],
-        ids=[r.id for r in records],
-        groups=_groups(records, by, manifest),
-        profile=profile,
-        resamples=resamples,
-        seed=seed,
-        top_errors=top_errors,
-    )
-    _finish(
-        report,
         out,
-        inputs=[predictions],
-        split=_split(records, split),
-        seed=seed,
+        by=by,
+        manifest=manifest,
+        split=split,
         resamples=resamples,
-        options={"task": "ocr", "profile": profile, "by": by},
+        seed=seed,
+        options={"profile": profile, "top_errors": top_errors},
         per_line=per_line,
     )
 
@@ -206,34 +215,15 @@ def score_vqa(
     seed: int = SEED,
 ) -> None:
     """VQAv2 accuracy (also TextVQA), per answer type when items carry answer_type."""
-    from vlm_retain.evaluate.metrics.vqa import score_vqa as compute
-    from vlm_retain.evaluate.predictions import MISSING, field_values, read_predictions
-
-    records = read_predictions(predictions, "vqa")
-    types = field_values(records, "answer_type")
-    answer_types = (
-        None if all(t == MISSING for t in types) else [None if t == MISSING else t for t in types]
-    )
-    report = _compute(
-        compute,
+    _score(
+        "vqa",
         predictions,
-        [r.prediction for r in records],
-        [list(r.target) for r in records],
-        ids=[r.id for r in records],
-        answer_types=answer_types,
-        # the answer-type breakdown is always given when items carry types
-        groups=_groups(records, [b for b in by if b != "answer_type"], manifest),
-        resamples=resamples,
-        seed=seed,
-    )
-    _finish(
-        report,
         out,
-        inputs=[predictions],
-        split=_split(records, split),
-        seed=seed,
+        by=by,
+        manifest=manifest,
+        split=split,
         resamples=resamples,
-        options={"task": "vqa", "by": by},
+        seed=seed,
     )
 
 
@@ -251,31 +241,18 @@ def score_anls(
     seed: int = SEED,
 ) -> None:
     """ANLS (DocVQA-style answers): best normalized Levenshtein similarity over the answers."""
-    from vlm_retain.evaluate.metrics.anls import score_anls as compute
-    from vlm_retain.evaluate.predictions import read_predictions
-
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"--threshold must be in (0, 1], got {threshold}")
-    records = read_predictions(predictions, "anls")
-    report = _compute(
-        compute,
+    _score(
+        "anls",
         predictions,
-        [r.prediction for r in records],
-        [list(r.target) for r in records],
-        ids=[r.id for r in records],
-        groups=_groups(records, by, manifest),
-        threshold=threshold,
-        resamples=resamples,
-        seed=seed,
-    )
-    _finish(
-        report,
         out,
-        inputs=[predictions],
-        split=_split(records, split),
-        seed=seed,
+        by=by,
+        manifest=manifest,
+        split=split,
         resamples=resamples,
-        options={"task": "anls", "threshold": threshold, "by": by},
+        seed=seed,
+        options={"threshold": threshold},
     )
 
 
@@ -290,28 +267,15 @@ def score_caption(
     seed: int = SEED,
 ) -> None:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap, PTB tokenizer); SPICE when installed."""
-    from vlm_retain.evaluate.metrics.caption import score_captions as compute
-    from vlm_retain.evaluate.predictions import read_predictions
-
-    records = read_predictions(predictions, "caption")
-    report = _compute(
-        compute,
+    _score(
+        "caption",
         predictions,
-        [r.prediction for r in records],
-        [list(r.target) for r in records],
-        ids=[r.id for r in records],
-        groups=_groups(records, by, manifest),
-        resamples=resamples,
-        seed=seed,
-    )
-    _finish(
-        report,
         out,
-        inputs=[predictions],
-        split=_split(records, split),
-        seed=seed,
+        by=by,
+        manifest=manifest,
+        split=split,
         resamples=resamples,
-        options={"task": "caption", "by": by},
+        seed=seed,
     )
 
 

@@ -206,7 +206,9 @@ def load_model(
     adapter_dir = _check_adapter_files(Path(adapter), allow_pickle) if adapter else None
 
     from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress bars and one-line summaries say enough
     dev = choose_device(device)
     torch_dtype = choose_dtype(dtype, dev)
     attn_impl = choose_attention(attn, dev, torch_dtype)

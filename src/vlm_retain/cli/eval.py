@@ -1,0 +1,249 @@
+"""``vlm-retain eval``: run a model on OCR and general tasks, resumably, and compare runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Evaluate a model on OCR manifests and general benchmarks (VQA, captions, retrieval).",
+    no_args_is_help=True,
+)
+console = Console(markup=False, highlight=False)
+
+MODEL = typer.Option(..., "--model", "-m", help="Model folder or a hub id in the local cache.")
+ADAPTER = typer.Option(None, "--adapter", help="PEFT adapter folder on top of the model.")
+DATA = typer.Option(..., "--data", help="Manifest folder or benchmark folder (repeatable).")
+OUT = typer.Option(..., "--out", "-o", help="Folder for <task>/predictions.jsonl and results.json.")
+SPLIT = typer.Option(None, "--split", help="Split to evaluate (default: each task's own).")
+LIMIT = typer.Option(None, "--limit", min=1, help="Deterministic subset of N items per task.")
+BATCH = typer.Option(16, "--batch-size", min=1, help="Generation batch size.")
+MAX_NEW = typer.Option(None, "--max-new-tokens", min=1, help="Override each task's token budget.")
+BACKEND = typer.Option("hf", "--backend", help="hf | vllm.")
+COST = typer.Option(None, "--gpu-cost-per-hour", min=0.0, help="Estimate cost at this rate.")
+SEED = typer.Option(0, "--seed", help="Seed for --limit subsets, galleries and bootstrap CIs.")
+RESAMPLES = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for 95% CIs.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Evaluate again over earlier outputs.")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _run(
+    group: str,
+    model: str,
+    adapter: str | None,
+    data: list[Path],
+    out: Path,
+    split: str | None,
+    limit: int | None,
+    batch_size: int,
+    max_new_tokens: int | None,
+    backend: str,
+    gpu_cost_per_hour: float | None,
+    seed: int,
+    resamples: int,
+    overwrite: bool,
+    device: str,
+    quiet: bool,
+) -> None:
+    from vlm_retain.errors import InputError
+    from vlm_retain.evaluate.runner import EvalSettings, Runner, discover
+
+    if backend not in ("hf", "vllm"):
+        raise InputError(f"--backend must be hf or vllm for eval, got {backend!r}")
+    settings = EvalSettings(
+        model=model,
+        adapter=adapter,
+        backend=backend,
+        split=split,
+        limit=limit,
+        seed=seed,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        resamples=resamples,
+        gpu_cost_per_hour=gpu_cost_per_hour,
+        overwrite=overwrite,
+        device=device,
+    )
+    groups = ("ocr", "general") if group == "all" else (group,)
+    tasks: dict[str, list[Path]] = {}
+    for name in groups:
+        tasks.update(discover(name, data))
+    outcomes = Runner(settings, out, console=console, progress=not quiet).run(tasks)
+    print_summary(outcomes, with_cost=gpu_cost_per_hour is not None)
+    console.print(f"results under {out}")
+
+
+def print_summary(outcomes: list, *, with_cost: bool) -> None:
+    """One row per task: its headline metric with CI, size, time and throughput."""
+    from vlm_retain.evaluate.runner import HEADLINE
+    from vlm_retain.evaluate.tasks import get_task
+
+    table = Table(title="evaluation")
+    for column in ("task", "n", "metric", "value", "95% CI", "seconds", "items/s", "status"):
+        table.add_column(
+            column, justify="left" if column in ("task", "metric", "status") else "right"
+        )
+    if with_cost:
+        table.add_column("cost", justify="right")
+    for outcome in outcomes:
+        metric = HEADLINE[get_task(outcome.task).metric][0] if outcome.metrics else ""
+        value = outcome.metrics.get(metric)
+        ci = outcome.ci95.get(metric) or []
+        row = [
+            outcome.task,
+            str(outcome.n),
+            metric,
+            "" if value is None else f"{value:.4f}",
+            f"[{ci[0]:.4f}, {ci[1]:.4f}]" if len(ci) == 2 and None not in ci else "",
+            f"{outcome.seconds:.1f}",
+            f"{outcome.items_per_s:.2f}",
+            outcome.status + (f", {outcome.errors} errors" if outcome.errors else ""),
+        ]
+        if with_cost:
+            row.append("" if outcome.cost is None else f"{outcome.cost:.4f}")
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("ocr")
+def eval_ocr(
+    model: str = MODEL,
+    data: list[Path] = DATA,
+    out: Path = OUT,
+    adapter: str | None = ADAPTER,
+    split: str | None = SPLIT,
+    limit: int | None = LIMIT,
+    batch_size: int = BATCH,
+    max_new_tokens: int | None = MAX_NEW,
+    backend: str = BACKEND,
+    gpu_cost_per_hour: float | None = COST,
+    seed: int = SEED,
+    resamples: int = RESAMPLES,
+    overwrite: bool = OVERWRITE,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
+) -> None:
+    """OCR on manifests: CER, WER, line accuracy (e.g. --data data/peter --split test)."""
+    _run(
+        "ocr",
+        model,
+        adapter,
+        data,
+        out,
+        split,
+        limit,
+        batch_size,
+        max_new_tokens,
+        backend,
+        gpu_cost_per_hour,
+        seed,
+        resamples,
+        overwrite,
+        device,
+        quiet,
+    )
+
+
+@app.command("general")
+def eval_general(
+    model: str = MODEL,
+    data: list[Path] = DATA,
+    out: Path = OUT,
+    adapter: str | None = ADAPTER,
+    split: str | None = SPLIT,
+    limit: int | None = LIMIT,
+    batch_size: int = BATCH,
+    max_new_tokens: int | None = MAX_NEW,
+    backend: str = BACKEND,
+    gpu_cost_per_hour: float | None = COST,
+    seed: int = SEED,
+    resamples: int = RESAMPLES,
+    overwrite: bool = OVERWRITE,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
+) -> None:
+    """Every general task found under --data: VQA, captions, retrieval, signs, TextVQA, DocVQA."""
+    _run(
+        "general",
+        model,
+        adapter,
+        data,
+        out,
+        split,
+        limit,
+        batch_size,
+        max_new_tokens,
+        backend,
+        gpu_cost_per_hour,
+        seed,
+        resamples,
+        overwrite,
+        device,
+        quiet,
+    )
+
+
+@app.command("all")
+def eval_all(
+    model: str = MODEL,
+    data: list[Path] = DATA,
+    out: Path = OUT,
+    adapter: str | None = ADAPTER,
+    split: str | None = SPLIT,
+    limit: int | None = LIMIT,
+    batch_size: int = BATCH,
+    max_new_tokens: int | None = MAX_NEW,
+    backend: str = BACKEND,
+    gpu_cost_per_hour: float | None = COST,
+    seed: int = SEED,
+    resamples: int = RESAMPLES,
+    overwrite: bool = OVERWRITE,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
+) -> None:
+    """OCR and general tasks in one run."""
+    _run(
+        "all",
+        model,
+        adapter,
+        data,
+        out,
+        split,
+        limit,
+        batch_size,
+        max_new_tokens,
+        backend,
+        gpu_cost_per_hour,
+        seed,
+        resamples,
+        overwrite,
+        device,
+        quiet,
+    )
+
+
+@app.command("compare")
+def eval_compare(
+    base: Path = typer.Argument(..., help="Eval folder of the base model."),
+    other: Path = typer.Argument(..., help="Eval folder of the other model."),
+) -> None:
+    """Per-metric values of two eval folders and their differences."""
+    from vlm_retain.evaluate.runner import compare_runs
+
+    table = Table(title=f"{other} vs {base}")
+    for column in ("task", "metric", "base", "other", "delta", "other/base"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    for row in compare_runs(base, other):
+        table.add_row(
+            row["task"],
+            row["metric"],
+            f"{row['base']:.4f}",
+            f"{row['other']:.4f}",
+            f"{row['delta']:+.4f}",
+            "" if row["relative"] is None else f"{row['relative']:.3f}",
+        )
+    console.print(table)
