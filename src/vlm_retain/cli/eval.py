@@ -109,8 +109,8 @@ def print_summary(outcomes: list, *, with_cost: bool) -> None:
     console.print(table)
 
 
-@app.command("ocr")
-def eval_ocr(
+def evaluate(
+    ctx: typer.Context,
     model: str = MODEL,
     data: list[Path] = DATA,
     out: Path = OUT,
@@ -127,9 +127,10 @@ def eval_ocr(
     device: str = DEVICE,
     quiet: bool = QUIET,
 ) -> None:
-    """OCR on manifests: CER, WER, line accuracy (e.g. --data data/peter --split test)."""
+    """One function behind ``eval ocr``, ``eval general`` and ``eval all``: the command name
+    (``ctx.info_name``) is the task group."""
     _run(
-        "ocr",
+        ctx.info_name or "all",
         model,
         adapter,
         data,
@@ -148,82 +149,14 @@ def eval_ocr(
     )
 
 
-@app.command("general")
-def eval_general(
-    model: str = MODEL,
-    data: list[Path] = DATA,
-    out: Path = OUT,
-    adapter: str | None = ADAPTER,
-    split: str | None = SPLIT,
-    limit: int | None = LIMIT,
-    batch_size: int = BATCH,
-    max_new_tokens: int | None = MAX_NEW,
-    backend: str = BACKEND,
-    gpu_cost_per_hour: float | None = COST,
-    seed: int = SEED,
-    resamples: int = RESAMPLES,
-    overwrite: bool = OVERWRITE,
-    device: str = DEVICE,
-    quiet: bool = QUIET,
-) -> None:
-    """Every general task found under --data: VQA, captions, retrieval, signs, TextVQA, DocVQA."""
-    _run(
-        "general",
-        model,
-        adapter,
-        data,
-        out,
-        split,
-        limit,
-        batch_size,
-        max_new_tokens,
-        backend,
-        gpu_cost_per_hour,
-        seed,
-        resamples,
-        overwrite,
-        device,
-        quiet,
-    )
-
-
-@app.command("all")
-def eval_all(
-    model: str = MODEL,
-    data: list[Path] = DATA,
-    out: Path = OUT,
-    adapter: str | None = ADAPTER,
-    split: str | None = SPLIT,
-    limit: int | None = LIMIT,
-    batch_size: int = BATCH,
-    max_new_tokens: int | None = MAX_NEW,
-    backend: str = BACKEND,
-    gpu_cost_per_hour: float | None = COST,
-    seed: int = SEED,
-    resamples: int = RESAMPLES,
-    overwrite: bool = OVERWRITE,
-    device: str = DEVICE,
-    quiet: bool = QUIET,
-) -> None:
-    """OCR and general tasks in one run."""
-    _run(
-        "all",
-        model,
-        adapter,
-        data,
-        out,
-        split,
-        limit,
-        batch_size,
-        max_new_tokens,
-        backend,
-        gpu_cost_per_hour,
-        seed,
-        resamples,
-        overwrite,
-        device,
-        quiet,
-    )
+app.command("ocr", help="OCR on manifests: CER, WER, line accuracy (e.g. --data data/peter).")(
+    evaluate
+)
+app.command(
+    "general",
+    help="Every general task found under --data: VQA, captions, retrieval, signs, TextVQA, DocVQA.",
+)(evaluate)
+app.command("all", help="OCR and general tasks in one run.")(evaluate)
 
 
 @app.command("compare")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageFile
 
@@ -39,7 +40,7 @@ class ImageInfo:
     format: str | None
 
 
-def open_image(path: Path) -> Image.Image:
+def open_image(path: Path | IO[bytes]) -> Image.Image:
     """Open ``path`` lazily (header only) with the pixel limit enforced; use it in ``with``.
 
     Every reader of source images goes through here, so an image over :data:`MAX_PIXELS` is
@@ -114,7 +115,7 @@ def probe_many(
         yield from pool.map(one, paths, chunksize=64) if workers > 1 else map(one, paths)
 
 
-def open_rgb(path: Path) -> Image.Image:
+def open_rgb(path: Path | IO[bytes]) -> Image.Image:
     """Open an image fully loaded and converted to RGB (what the models consume), with the
     same pixel limit as verification; raise :class:`BadImage` when it cannot be used."""
     with open_image(path) as image:

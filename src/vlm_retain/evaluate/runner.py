@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from vlm_retain.data.benchmarks import EvalItem, selection_record
 from vlm_retain.errors import InputError
@@ -32,6 +32,7 @@ from vlm_retain.evaluate.results import build_results, read_results, write_resul
 from vlm_retain.evaluate.scoring import score_file
 from vlm_retain.evaluate.tasks import Task, find_tasks, get_task
 from vlm_retain.fsutil import atomic_write_json
+from vlm_retain.progress import progress_bar
 
 #: The figure each task reports first in summaries (and whether higher is better).
 HEADLINE: dict[str, tuple[str, bool]] = {
@@ -367,15 +368,7 @@ class Runner:
         )
 
     def _bar(self) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            disable=not self.progress,
-        )
+        return progress_bar(self.progress)
 
 
 def _request_image(item: EvalItem) -> Any:

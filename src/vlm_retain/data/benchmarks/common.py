@@ -140,3 +140,28 @@ def require_one(sources: Sequence[Path], what: str) -> Path:
             f"several {what} found ({listing})", path=sources[0], hint="pass only one of them"
         )
     return sources[0]
+
+
+def read_answered_questions(
+    path: Path, item_keys: Sequence[str], *, dataset: str, hint: str
+) -> dict[str, Any]:
+    """A TextVQA/DocVQA-style file (``{"data": [...]}``) whose every question has answers.
+
+    Both datasets share this shape; a test file (answers not public) is refused with ``hint``.
+    """
+    doc = read_json(path)
+    require_keys(doc, ("data",), "file", path)
+    if not isinstance(doc["data"], list):
+        check_layout(["'data' is not a list"], path)
+    for n, entry in enumerate(doc["data"]):
+        require_keys(entry, item_keys, f"data[{n}]", path)
+        if "answers" not in entry:
+            raise InputError(
+                f"no answers (the {dataset} test answers are not public)",
+                path=path,
+                field=f"data[{n}].answers",
+                hint=hint,
+            )
+        if not isinstance(entry["answers"], list) or not entry["answers"]:
+            check_layout([f"data[{n}]: 'answers' is not a non-empty list"], path)
+    return doc

@@ -19,11 +19,9 @@ from pathlib import Path
 
 from vlm_retain.data.benchmarks.common import (
     PARQUET_SPLIT_PREFERENCE,
-    check_layout,
     choose_split,
     image_base,
-    read_json,
-    require_keys,
+    read_answered_questions,
     unique_ids,
 )
 from vlm_retain.data.benchmarks.items import EvalItem, ImageRef
@@ -45,21 +43,7 @@ def docvqa_split(path: Path) -> str | None:
 def load_docvqa_json(path: Path, *, images: Path | None = None) -> list[EvalItem]:
     """All questions of one DocVQA file; the test file (no answers) is refused."""
     path = Path(path)
-    doc = read_json(path)
-    require_keys(doc, ("data",), "file", path)
-    if not isinstance(doc["data"], list):
-        check_layout(["'data' is not a list"], path)
-    for n, entry in enumerate(doc["data"]):
-        require_keys(entry, _ITEM_KEYS, f"data[{n}]", path)
-        if "answers" not in entry:
-            raise InputError(
-                "no answers (the DocVQA test answers are not public)",
-                path=path,
-                field=f"data[{n}].answers",
-                hint="use val_v1.0.json",
-            )
-        if not isinstance(entry["answers"], list) or not entry["answers"]:
-            check_layout([f"data[{n}]: 'answers' is not a non-empty list"], path)
+    doc = read_answered_questions(path, _ITEM_KEYS, dataset="DocVQA", hint="use val_v1.0.json")
     split = str(doc.get("dataset_split") or docvqa_split(path) or "val")
     candidates = [path.parent, path.parent.parent]
     if images is not None:

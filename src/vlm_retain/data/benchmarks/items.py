@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from vlm_retain.data.images import MAX_PIXELS, BadImage, broken_image
+from vlm_retain.data.images import BadImage, open_rgb
 
 __all__ = ["BadImage", "EvalItem", "ImageRef"]
 
@@ -84,27 +83,8 @@ class ImageRef:
 
 
 def _decode(source: Path | io.BytesIO) -> Image.Image:
-    """Open with Pillow's decompression-bomb limit made an error, decode fully, convert to RGB
-    (the same rules as :func:`vlm_retain.data.images.open_image`, for files and bytes alike)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
-    except FileNotFoundError:
-        raise BadImage("image missing") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(f"decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise broken_image(exc) from None
-    with image:
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise BadImage(f"decompression bomb ({width}x{height} pixels, limit {MAX_PIXELS})")
-        try:
-            image.load()
-            return image.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise broken_image(exc) from None
+    """Decode fully to RGB with the pixel limit, as every other reader of images does."""
+    return open_rgb(source)
 
 
 def _parquet_image_bytes(ref: ImageRef) -> bytes:

@@ -19,11 +19,9 @@ from pathlib import Path
 
 from vlm_retain.data.benchmarks.common import (
     PARQUET_SPLIT_PREFERENCE,
-    check_layout,
     choose_split,
     image_base,
-    read_json,
-    require_keys,
+    read_answered_questions,
     unique_ids,
 )
 from vlm_retain.data.benchmarks.items import EvalItem, ImageRef
@@ -45,22 +43,9 @@ def textvqa_split(path: Path) -> str | None:
 def load_textvqa_json(path: Path, *, images: Path | None = None) -> list[EvalItem]:
     """All questions of one TextVQA file; the test file (no answers) is refused."""
     path = Path(path)
-    doc = read_json(path)
-    require_keys(doc, ("data",), "file", path)
-    if not isinstance(doc["data"], list):
-        check_layout(["'data' is not a list"], path)
-    for n, entry in enumerate(doc["data"]):
-        require_keys(entry, _ITEM_KEYS, f"data[{n}]", path)
-        if "answers" not in entry:
-            raise InputError(
-                "no answers (the TextVQA test answers are not public)",
-                path=path,
-                field=f"data[{n}].answers",
-                hint="use TextVQA_0.5.1_val.json",
-            )
-        answers = entry["answers"]
-        if not isinstance(answers, list) or not answers:
-            check_layout([f"data[{n}]: 'answers' is not a non-empty list"], path)
+    doc = read_answered_questions(
+        path, _ITEM_KEYS, dataset="TextVQA", hint="use TextVQA_0.5.1_val.json"
+    )
     split = str(doc.get("dataset_type") or textvqa_split(path) or "val")
     folder = "test_images" if split == "test" else "train_images"
     here, up = path.parent, path.parent.parent

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from vlm_retain.data.card import SkipLog, build_card, write_card
 from vlm_retain.data.images import BadImage, ImageInfo, probe_many
@@ -31,6 +31,7 @@ from vlm_retain.fsutil import (
     staged_output_dir,
     write_marker,
 )
+from vlm_retain.progress import progress_bar
 
 OptionsT = TypeVar("OptionsT")
 
@@ -213,14 +214,7 @@ def _verify_images(
 
 
 def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=True,
-    )
+    return progress_bar(enabled)
 
 
 def _options_dict(options: Any) -> dict[str, Any]:

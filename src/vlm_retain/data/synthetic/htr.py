@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from vlm_retain.data.card import SkipLog, build_card, write_card
 from vlm_retain.data.manifest import MANIFEST_NAME, SPLITS, Record, write_manifest
@@ -39,6 +39,7 @@ from vlm_retain.data.synthetic.fonts import FontSpec, covers, fonts_for, load_fo
 from vlm_retain.data.synthetic.text import LANGS, SCRIPTS, generate_lines
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import staged_output_dir, write_marker
+from vlm_retain.progress import progress_bar
 
 SOURCE = "synth-htr"
 #: Qwen2-VL/2.5-VL/3-VL cut images into 14-px patches and merge 2x2 of them into one token.
@@ -557,11 +558,4 @@ def write_preview(folder: Path, records: list[Record], seed: int) -> None:
 
 
 def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=True,
-    )
+    return progress_bar(enabled)

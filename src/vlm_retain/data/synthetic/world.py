@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, features
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vlm_retain.data.card import SkipLog, build_card, write_card
 from vlm_retain.data.manifest import MANIFEST_NAME, SPLITS, Record, write_manifest
@@ -57,6 +56,7 @@ from vlm_retain.data.synthetic.scenes import (
 )
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_bytes, atomic_write_json, staged_output_dir, write_marker
+from vlm_retain.progress import progress_bar
 
 SOURCE = "synth-world"
 WORLD_VERSION = "1.0"
@@ -803,14 +803,7 @@ def _run_jobs(jobs: list[_Job], workers: int, progress: bool) -> Iterator[_Item]
         chunk = max(1, min(32, math.ceil(len(jobs) / (workers * 4))))
         results = pool.map(_make_item, jobs, chunksize=chunk)
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            disable=not progress,
-            transient=True,
-        ) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task(f"rendering {len(jobs)} scenes", total=len(jobs))
             for item in results:
                 bar.advance(task)

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vlm_retain.evaluate.generate.base import Backend, Request, Result
 from vlm_retain.evaluate.generate.inputs import Item
 from vlm_retain.evaluate.generate.resume import ResumableJsonl
+from vlm_retain.progress import progress_bar
 
 #: Lines are made durable at least this often (seconds), and after every batch's worth of lines.
 FLUSH_SECONDS = 2.0
@@ -102,15 +102,7 @@ def transcribe_items(
     by_id = {item.id: item for item in todo}
     requests = [Request(item.id, item.image, prompt) for item in todo]
     console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not (progress and console.is_terminal),
-        transient=True,
-    )
+    bar = progress_bar(progress and console.is_terminal)
     pending: list[dict[str, Any]] = []
     start = last_flush = time.perf_counter()
     try:
