@@ -19,6 +19,7 @@ from vlm_retain.cli import data as data_cli
 from vlm_retain.cli import demo as demo_cli
 from vlm_retain.cli import eval as eval_cli
 from vlm_retain.cli import model as model_cli
+from vlm_retain.cli import report as report_cli
 from vlm_retain.cli import score as score_cli
 from vlm_retain.cli import transcribe as transcribe_cli
 from vlm_retain.errors import EXIT_USAGE, VlmRetainError
@@ -36,6 +37,7 @@ app.add_typer(model_cli.app, name="model")
 app.add_typer(eval_cli.app, name="eval")
 app.command("demo")(demo_cli.demo)
 app.command("transcribe")(transcribe_cli.transcribe)
+app.command("report")(report_cli.report)
 
 
 def _version(value: bool) -> None:
