@@ -18,9 +18,12 @@ from vlm_retain import __version__
 from vlm_retain.cli import data as data_cli
 from vlm_retain.cli import demo as demo_cli
 from vlm_retain.cli import eval as eval_cli
+from vlm_retain.cli import merge as merge_cli
 from vlm_retain.cli import model as model_cli
 from vlm_retain.cli import report as report_cli
 from vlm_retain.cli import score as score_cli
+from vlm_retain.cli import sweep as sweep_cli
+from vlm_retain.cli import train as train_cli
 from vlm_retain.cli import transcribe as transcribe_cli
 from vlm_retain.errors import EXIT_USAGE, VlmRetainError
 
@@ -35,9 +38,12 @@ app.add_typer(data_cli.app, name="data")
 app.add_typer(score_cli.app, name="score")
 app.add_typer(model_cli.app, name="model")
 app.add_typer(eval_cli.app, name="eval")
+app.add_typer(merge_cli.app, name="merge")
+app.add_typer(sweep_cli.app, name="sweep")
 app.command("demo")(demo_cli.demo)
 app.command("transcribe")(transcribe_cli.transcribe)
 app.command("report")(report_cli.report)
+app.command("train")(train_cli.train)
 
 
 def _version(value: bool) -> None:

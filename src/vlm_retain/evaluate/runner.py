@@ -225,7 +225,10 @@ class Runner:
                     batch_size=self.settings.batch_size, max_new_tokens=settings["max_new_tokens"]
                 )
                 backend = make_backend(
-                    self.settings.backend, model=model, adapter=self.settings.adapter, config=config
+                    self.settings.backend,
+                    model=model,  # hf: the loaded model already carries the adapter
+                    adapter=None if self.settings.backend == "hf" else self.settings.adapter,
+                    config=config,
                 )
                 requests = [
                     Request(item.id, _request_image(item), task.render_prompt(item))

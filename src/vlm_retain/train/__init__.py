@@ -1,4 +1,4 @@
-"""Training building blocks: what trains (tuning presets) and what it is trained for (objectives).
+"""Training: what trains (tuning presets), what it is trained for (objectives), and the loop.
 
 Import the submodule you need; nothing heavy is imported here, so the CLI stays fast.
 
@@ -15,6 +15,16 @@ Import the submodule you need; nothing heavy is imported here, so the CLI stays 
 - :mod:`~vlm_retain.train.deltas`: effective weight deltas (LoRA ``B@A*scaling``, DoRA), and
   PEFT-to-base parameter names.
 - :mod:`~vlm_retain.train.fisher`: diagonal Fisher estimation and its on-disk cache.
+- :mod:`~vlm_retain.train.config`: ``RunConfig`` (pydantic), ``load_config``, ``save_resolved``.
+- :mod:`~vlm_retain.train.mixture`: ``Sample``, token-budgeted replay, ``build_mixture``.
+- :mod:`~vlm_retain.train.collate`: ``Collator`` (labels, source ids, replay flags) and
+  ``plan_batches`` (modality blocks so multi-GPU jobs never hang).
+- :mod:`~vlm_retain.train.trainer`: ``train(config, resume, overwrite, hooks)``, the
+  accelerate loop from a config to ``RUN/final``.
+- :mod:`~vlm_retain.train.checkpoint`: safetensors checkpoints, exact resume, the final save.
+- :mod:`~vlm_retain.train.probe`: the general probe, KL drift, the retention floor.
+- :mod:`~vlm_retain.train.callbacks`: ``train_log.jsonl``, console lines, trackers, parameter
+  distance per component.
 
-docs/training-strategies.md explains when to use each and what it costs.
+docs/training.md explains when to use each strategy, what it costs, and every config key.
 """
