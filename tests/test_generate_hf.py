@@ -1,4 +1,4 @@
-"""HFBackend: batched greedy decoding equals one-at-a-time, on tiny models of three families."""
+"""HFBackend: batched greedy decoding equals one-at-a-time, on tiny models of four families."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from vlm_retain.evaluate.generate.base import GenerationConfig, Request
 
-FAMILIES = ("qwen2_5_vl", "idefics3", "paligemma")
+FAMILIES = ("qwen2_5_vl", "idefics3", "paligemma", "internvl")
 PROMPTS = ("Transcribe the text.", "Read this line exactly, please, every letter of it.")
 
 
@@ -79,6 +79,28 @@ def test_estimate_matches_processor_for_qwen(models):
         grid = out["image_grid_thw"][0]
         real = int(grid.prod()) // 4
         assert image_tokens(loaded.family, loaded.processor, (width, height)) == real
+
+
+def test_estimate_matches_processor_for_internvl(models):
+    """Tiles (aspect-matched grid + thumbnail) x tokens per tile + <img></img>, exactly."""
+    from vlm_retain.evaluate.generate.lengths import image_tokens
+
+    loaded = models["internvl"]
+    context = loaded.processor.image_token_id
+    sizes = ((224, 56), (448, 64), (60, 20), (2000, 56), (56, 224), (64, 64), (130, 64))
+    for width, height in sizes:
+        batch = loaded.processor(
+            text=[loaded.processor.image_token], images=[line(width, height, "x")]
+        )
+        ids = list(batch["input_ids"][0])
+        real = ids.count(context) + 2  # + <img> and </img>
+        assert image_tokens(loaded.family, loaded.processor, (width, height)) == real, (
+            width,
+            height,
+        )
+    # defaults of a real checkpoint (448-px tiles, 256 tokens each, 1..12 tiles), no processor
+    assert image_tokens(loaded.family, None, (448, 448)) == 256 + 2
+    assert image_tokens(loaded.family, None, (1792, 448)) == 256 * 5 + 2
 
 
 def test_stops_at_eos(models):

@@ -229,3 +229,52 @@ def test_auto_processor_registration_returns_a_processor(base, tmp_path):
     processor = AutoProcessor.from_pretrained(str(folder))
     assert isinstance(processor, ProcessorMixin)
     assert type(processor).__name__ == "ImageOnlyQwen2_5_VLProcessor"
+
+
+@pytest.fixture(scope="module")
+def internvl(tmp_path_factory):
+    from vlm_retain.models.tiny import build_tiny
+
+    return build_tiny("internvl", tmp_path_factory.mktemp("ivl") / "model", size="xs")
+
+
+def test_internvl_hub_layout_loads_without_torchvision(internvl, tmp_path):
+    """An OpenGVLab -hf style folder: a video processor config beside the rest and a
+    Qwen2Tokenizer class name. load_processor gives the image-only processor (PIL backend), with
+    the folder's tokens per tile; plain AutoProcessor does too for a folder naming the image-only
+    class once it is registered (no torchvision)."""
+    from transformers import AutoProcessor
+
+    from vlm_retain.models.loading import load_model
+    from vlm_retain.models.processor import (
+        image_backend_of,
+        load_processor,
+        register_image_only_processors,
+        torchvision_available,
+    )
+    from vlm_retain.models.registry import FAMILIES
+
+    folder = tmp_path / "hub"
+    shutil.copytree(internvl, folder)
+    (folder / "video_preprocessor_config.json").write_text(
+        json.dumps({"video_processor_type": "InternVLVideoProcessor", "size": {"height": 64}})
+    )
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "Qwen2Tokenizer"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    processor = load_processor(folder, FAMILIES["internvl"])
+    assert type(processor).__name__ == "ImageOnlyInternVLProcessor"
+    assert image_backend_of(processor) == "pil"
+    assert processor.image_seq_length == 16
+    assert processor.image_token == "<IMG_CONTEXT>" and processor.start_image_token == "<img>"
+    loaded = load_model(folder)
+    assert loaded.family.name == "internvl" and loaded.processor.image_seq_length == 16
+    if not torchvision_available():  # a folder naming the image-only class, as for Qwen
+        for name in ("processor_config.json", "tokenizer_config.json"):
+            data = json.loads((folder / name).read_text())
+            data["processor_class"] = "ImageOnlyInternVLProcessor"
+            (folder / name).write_text(json.dumps(data))
+        register_image_only_processors()
+        auto = AutoProcessor.from_pretrained(str(folder))
+        assert type(auto).__name__ == "ImageOnlyInternVLProcessor"
+        assert auto.image_seq_length == 16

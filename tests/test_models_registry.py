@@ -15,7 +15,7 @@ from vlm_retain.models.registry import (
     module_groups,
 )
 
-TINY = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma")
+TINY = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma", "internvl")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,13 @@ def test_unknown_architecture_lists_supported(tmp_path):
         assert family.title in message
     with pytest.raises(InputError, match="qwen2_5_vl"):
         get_family("llava")
+
+
+def test_remote_code_internvl_points_to_the_native_conversion(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "internvl_chat"}')
+    with pytest.raises(InputError, match=r"-hf.*model_type internvl") as err:
+        detect_family(tmp_path)
+    assert "InternVL" in str(err.value)
 
 
 def test_folder_without_config_is_an_input_error(tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from vlm_retain.errors import InputError
 
-TINY = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma")
+TINY = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma", "internvl")
 
 
 def line_image(width: int = 224, height: int = 56) -> Image.Image:
@@ -40,6 +40,16 @@ def test_build_load_forward_generate(folders, name):
     assert marker["kind"] == "tiny-model" and marker["family"] == name
     saved = json.loads((folder / "processor_config.json").read_text())
     assert not saved.get("processor_class", "").startswith("ImageOnly")
+    from vlm_retain.models.processor import torchvision_available
+    from vlm_retain.models.registry import FAMILIES
+
+    if FAMILIES[name].needs_video_shim:  # so the standard class loads where torchvision is
+        assert saved["video_processor"]["video_processor_type"].endswith("VideoProcessor")
+    if torchvision_available():  # a plain transformers folder (vLLM loads it like this)
+        from transformers import AutoProcessor
+
+        plain = AutoProcessor.from_pretrained(str(folder))
+        assert type(plain).__name__ == FAMILIES[name].processor_class
 
     loaded = load_model(folder)
     assert loaded.family.name == name

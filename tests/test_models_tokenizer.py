@@ -18,10 +18,10 @@ SAMPLES = [
 
 @pytest.fixture(scope="module")
 def toks():
-    return {f: build_tokenizer(f) for f in ("qwen2_5_vl", "idefics3", "paligemma")}
+    return {f: build_tokenizer(f) for f in ("qwen2_5_vl", "idefics3", "paligemma", "internvl")}
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "idefics3", "paligemma"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "idefics3", "paligemma", "internvl"])
 def test_round_trip(toks, family):
     tok = toks[family]
     for text in SAMPLES:
@@ -41,6 +41,7 @@ def test_specials_are_single_tokens(toks):
         "qwen2_5_vl": ["<|im_end|>", "<|image_pad|>", "<|vision_start|>"],
         "idefics3": ["<end_of_utterance>", "<image>", "<row_6_col_6>", "<global-img>"],
         "paligemma": ["<bos>", "<eos>", "<image>"],
+        "internvl": ["<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
     }.items():
         tok = toks[family]
         for name in names:
@@ -69,6 +70,26 @@ def test_qwen_template_generation_block(toks):
     assert text.endswith("<|im_start|>assistant\n")
     q3 = build_tokenizer("qwen3_vl").apply_chat_template(chat[:1], tokenize=False)
     assert "system" not in q3
+
+
+def test_internvl_template_and_named_tokens(toks):
+    """InternVL-hf's ChatML: no default system, the image is <IMG_CONTEXT> and a newline; the
+    processor finds its tokens by name on the tokenizer."""
+    tok = toks["internvl"]
+    chat = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Read."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Вѣра"}]},
+    ]
+    text = tok.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>user\n<IMG_CONTEXT>\nRead.<|im_end|>\n<|im_start|>assistant\n"
+    out = tok.apply_chat_template(
+        chat, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids = [i for i, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+    assert tok.decode(ids) == "Вѣра<|im_end|>"
+    assert (tok.start_image_token, tok.end_image_token) == ("<img>", "</img>")
+    assert tok.context_image_token == "<IMG_CONTEXT>"
+    assert tok.context_image_token_id == tok.convert_tokens_to_ids("<IMG_CONTEXT>")
 
 
 def test_corpus_covers_the_scripts():

@@ -11,7 +11,7 @@ from vlm_retain.errors import InputError
 from vlm_retain.models.registry import get_family, module_groups
 from vlm_retain.train.presets import LoraOptions, TuningSpec, apply_tuning
 
-FAMILIES = ("qwen2_5_vl", "qwen3_vl", "idefics3", "paligemma")
+FAMILIES = ("qwen2_5_vl", "qwen3_vl", "idefics3", "paligemma", "internvl")
 ATTN = re.compile(r"\.layers\.\d+\.self_attn\.(q|k|v|o)_proj\.(weight|bias)$")
 GATE_UP = re.compile(r"\.layers\.\d+\.mlp\.(gate|up)_proj\.weight$")
 LLM_LINEAR = re.compile(r"\.layers\.\d+\.(self_attn\.(q|k|v|o)|mlp\.(gate|up|down))_proj$")
@@ -37,7 +37,7 @@ def _trainable(model):
 
 
 def _last_vision_block(groups):
-    blocks = re.compile(r"^.*\.(?:blocks|layers)\.(\d+)\.")
+    blocks = re.compile(r"^.*\.(?:blocks|layers?)\.(\d+)\.")
     top = max(int(m.group(1)) for n in groups["vision"] if (m := blocks.match(n)))
     names = [n for n in groups["vision"] if (m := blocks.match(n)) and int(m.group(1)) == top]
     last = max(i for i, n in enumerate(groups["vision"]) if blocks.match(n))

@@ -29,8 +29,9 @@ Exactness (tested against a full forward per pair on tiny models of every family
   ``get_rope_index``). The continuation gets ``prefix_length + rope_delta + j`` on all three
   axes, which is what the full forward computes for text after the prefix. We pass these
   positions explicitly rather than rely on the model's cached ``rope_deltas`` attribute (state
-  that another call may have changed). Idefics3 (Llama) and PaliGemma (Gemma, 1-indexed) derive
-  positions from the cache length by themselves, which is already right.
+  that another call may have changed). Idefics3 (Llama), InternVL (Qwen2/Qwen3 language model,
+  1-D rope) and PaliGemma (Gemma, 1-indexed) derive positions from the cache length by
+  themselves, which is already right.
 - attention: the mask covers prefix + caption; padding is on the right, after every real token,
   so it changes nothing that is scored. PaliGemma's prefix is bidirectional: its prefill runs
   with the prefix block mask and the continuation is causal, as in a full forward where the
@@ -63,7 +64,9 @@ if TYPE_CHECKING:
 
 #: Families whose prefix KV cache reproduces a full forward (checked per family in
 #: tests/test_likelihood.py against one full forward per (image, caption) pair).
-PREFIX_CACHE_FAMILIES = frozenset({"qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma"})
+PREFIX_CACHE_FAMILIES = frozenset(
+    {"qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma", "internvl"}
+)
 #: Families with 3-D multimodal rope whose continuation positions need ``rope_deltas``.
 _MROPE_FAMILIES = frozenset({"qwen2_5_vl", "qwen2_vl", "qwen3_vl"})
 METHODS = ("auto", "cached", "full")
@@ -76,8 +79,9 @@ def supports_prefix_cache(family: str | Family) -> bool:
     """True when ``family`` scores captions against a cached image prefix (else full forwards).
 
     Every family in the registry does today: Qwen2-VL, Qwen2.5-VL, Qwen3-VL (explicit mrope
-    positions), Idefics3 and PaliGemma. A family added later stays on the always-correct full
-    forward path until its cached scores are checked against full forwards in the tests.
+    positions), Idefics3, PaliGemma and InternVL. A family added later stays on the
+    always-correct full forward path until its cached scores are checked against full forwards
+    in the tests.
     """
     name = family if isinstance(family, str) else family.name
     return name in PREFIX_CACHE_FAMILIES

@@ -365,6 +365,71 @@ FAMILIES: dict[str, Family] = {
         tied_embeddings_default=True,
         notes="lm_head is tied to embed_tokens, so its parameter is counted under embeddings",
     ),
+    "internvl": Family(
+        name="internvl",
+        title="InternVL",
+        model_types=("internvl",),
+        model_class="InternVLForConditionalGeneration",
+        processor_class="InternVLProcessor",
+        module_paths={
+            "vision": "model.vision_tower",
+            "projector": "model.multi_modal_projector",
+            "embeddings": "model.language_model.embed_tokens",
+            "llm": "model.language_model",
+            "lm_head": "lm_head",
+        },
+        components={
+            "vision": r"model\.vision_tower\.",
+            "projector": r"model\.multi_modal_projector\.",
+            "embeddings": r"model\.language_model\.embed_tokens\.",
+            "llm": r"model\.language_model\.",
+            "lm_head": r"lm_head\.",
+        },
+        lora_targets={
+            **_lm(r"model\.language_model\."),
+            "vision": (
+                r"model\.vision_tower\.encoder\.layer\.\d+\."
+                r"(attention\.((q|k|v)_proj|projection_layer)|mlp\.fc(1|2))"
+            ),
+            "projector": r"model\.multi_modal_projector\.linear_(1|2)",
+        },
+        chat=ChatFormat(
+            style="internvl",
+            image_placeholder="<IMG_CONTEXT>\n",
+            generation_prompt="<|im_start|>assistant\n",
+            end_of_turn="<|im_end|>",
+            default_system=None,
+        ),
+        image=ImageFacts(
+            patch_size=14,
+            merge_size=2,
+            dynamic=False,
+            fixed_size=(448, 448),
+            notes=(
+                "the image is resized to the grid of 448-px tiles (between min_patches and "
+                "max_patches, default 1..12) whose aspect ratio is closest to the image's, plus "
+                "a 448x448 thumbnail when there is more than one tile; each tile costs "
+                "image_seq_length tokens = (448/14)^2 * downsample_ratio^2 = 256, plus <img> "
+                "and </img> (a 56-px line is upscaled to 448 px high)"
+            ),
+        ),
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
+        needs_video_shim=True,
+        notes=(
+            "only the transformers-native checkpoints (model_type internvl, the OpenGVLab "
+            "'-hf' repos); the original remote-code ones (internvl_chat) are not loaded. "
+            "InternVL3-1B/2B tie lm_head to embed_tokens (counted under embeddings)"
+        ),
+    ),
+}
+
+
+#: Remote-code variants of supported architectures: the hint says which native one to use.
+_NOT_NATIVE = {
+    "internvl_chat": (
+        "this is InternVL's original remote-code checkpoint; use its transformers-native "
+        "conversion (the OpenGVLab '...-hf' repo, model_type internvl)"
+    ),
 }
 
 
@@ -409,11 +474,10 @@ def detect_family(config: Any) -> Family:
         if model_type in family.model_types:
             return family
     what = model_type or (architectures[0] if architectures else "unknown")
-    raise InputError(
-        f"unsupported model architecture {what!r}",
-        path=path,
-        hint=f"supported: {supported_architectures()}",
-    )
+    hint = f"supported: {supported_architectures()}"
+    if model_type in _NOT_NATIVE:
+        hint = f"{_NOT_NATIVE[model_type]}; {hint}"
+    raise InputError(f"unsupported model architecture {what!r}", path=path, hint=hint)
 
 
 def module_groups(model: Any, family: Family) -> dict[str, list[str]]:

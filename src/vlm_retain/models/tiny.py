@@ -3,8 +3,8 @@
 Why: no real weights are reachable here (no hub, no wheel ships a VLM; env.md §9), yet tests and
 the demo must run the same loading, encoding, generation and training code a 7B model goes
 through. So :func:`build_tiny` makes a small model of the *real* class (Qwen2.5-VL, Qwen2-VL,
-Qwen3-VL, Idefics3, PaliGemma) with the local multilingual tokenizer, and saves it like a hub
-folder (safetensors + processor), written atomically with a marker.
+Qwen3-VL, Idefics3, PaliGemma, InternVL) with the local multilingual tokenizer, and saves it like
+a hub folder (safetensors + processor), written atomically with a marker.
 
 Sizes: ``"xs"`` is the smallest shape that exercises every code path (env.md §2, about 0.4 M
 parameters); ``"s"`` is "model S" of demo-feasibility.md (text 128 x 2 layers, vision 64 x 2, init
@@ -23,7 +23,7 @@ from vlm_retain.errors import InputError
 from vlm_retain.fsutil import staged_output_dir, write_marker
 from vlm_retain.models.registry import FAMILIES, get_family
 
-TINY_FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma")
+TINY_FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma", "internvl")
 
 
 @dataclass(frozen=True)
@@ -284,12 +284,67 @@ def _build_paligemma(sz: TinySize, tok: Any, init: float) -> tuple[Any, Any, typ
     return cfg, ip, PaliGemmaForConditionalGeneration
 
 
+#: InternVL tiles: 64-px tiles of 8-px patches, pixel-shuffled by 0.5 -> 16 tokens per tile; a
+#: wide line is cut into up to 6 tiles plus a thumbnail (real checkpoints: 448 px, 14, 1..12).
+_INTERNVL_TILE, _INTERNVL_PATCH, _INTERNVL_MAX_TILES = 64, 8, 6
+
+
+def _build_internvl(sz: TinySize, tok: Any, init: float) -> tuple[Any, Any, type]:
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
+        GotOcr2ImageProcessorPil,
+    )
+
+    pad, eos, context = _ids(tok, "<|endoftext|>", "<|im_end|>", "<IMG_CONTEXT>")
+    downsample = 0.5
+    cfg = InternVLConfig(
+        text_config=dict(  # InternVL3 = Qwen2.5 language model (InternVL3.5: qwen3)
+            model_type="qwen2",
+            vocab_size=len(tok),
+            hidden_size=sz.text_hidden,
+            intermediate_size=sz.text_mlp,
+            num_hidden_layers=sz.text_layers,
+            num_attention_heads=sz.text_heads,
+            num_key_value_heads=sz.text_kv_heads,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e4},
+            bos_token_id=pad,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            initializer_range=init,
+            tie_word_embeddings=False,
+        ),
+        vision_config=dict(
+            hidden_size=sz.vision_hidden,
+            intermediate_size=sz.vision_mlp,
+            num_hidden_layers=sz.vision_layers,
+            num_attention_heads=sz.vision_heads,
+            image_size=_INTERNVL_TILE,
+            patch_size=_INTERNVL_PATCH,
+            initializer_range=init,
+        ),
+        image_token_id=context,
+        image_seq_length=int((_INTERNVL_TILE // _INTERNVL_PATCH) ** 2 * downsample**2),
+        downsample_ratio=downsample,
+        tie_word_embeddings=False,
+        initializer_range=init,
+    )
+    ip = GotOcr2ImageProcessorPil(
+        size={"height": _INTERNVL_TILE, "width": _INTERNVL_TILE},
+        crop_to_patches=True,
+        min_patches=1,
+        max_patches=_INTERNVL_MAX_TILES,
+    )
+    return cfg, ip, InternVLForConditionalGeneration
+
+
 _BUILDERS = {
     "qwen2_5_vl": _build_qwen2_5_vl,
     "qwen2_vl": _build_qwen2_vl,
     "qwen3_vl": _build_qwen3_vl,
     "idefics3": _build_idefics3,
     "paligemma": _build_paligemma,
+    "internvl": _build_internvl,
 }
 
 
@@ -326,6 +381,8 @@ def build_tiny_in_memory(
         kwargs["image_seq_len"] = int(
             (vis.image_size // vis.patch_size) ** 2 / _cfg.scale_factor**2
         )
+    if family == "internvl":
+        kwargs["image_seq_length"] = _cfg.image_seq_length
     processor = processor_class_for(fam)(image_processor=ip, tokenizer=tok, **kwargs)
     cfg, _ip, model_cls = _BUILDERS[family](SIZES[size], processor.tokenizer, init_std)
     torch.manual_seed(seed)

@@ -6,8 +6,9 @@ the merges learnt from the built-in multilingual corpus give those letters their
 default vocabulary size (about 1000), which keeps transcription targets short for a tiny model.
 
 Each family gets the special tokens its processor looks up by name and a chat template in that
-family's style. The Qwen templates carry a ``{% generation %}`` block so that
-``return_assistant_tokens_mask=True`` works (the official Qwen templates lack it; env.md §3).
+family's style. The Qwen templates (and InternVL's, ChatML too) carry a ``{% generation %}``
+block so that ``return_assistant_tokens_mask=True`` works (the official Qwen templates lack it;
+env.md §3).
 """
 
 from __future__ import annotations
@@ -62,12 +63,29 @@ IDEFICS3_SPECIALS: tuple[str, ...] = (
     *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
 )
 PALIGEMMA_SPECIALS: tuple[str, ...] = ("<pad>", "<eos>", "<bos>", "<unk>", "<image>")
+#: InternVL (-hf) on a Qwen2-style vocabulary: the image is ``<img><IMG_CONTEXT>*N</img>``.
+INTERNVL_SPECIALS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+    "<video>",
+)
 
 QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
 
 #: Qwen2-VL / Qwen2.5-VL / Qwen3-VL chat format with a ``{% generation %}`` block around the
 #: assistant's words and its ``<|im_end|>``. ``__SYSTEM__`` is replaced by the family's default
-#: system prompt block (empty for Qwen3-VL, which has none).
+#: system prompt block (empty for Qwen3-VL and InternVL, which have none) and ``__IMAGE__`` by
+#: the image placeholder (InternVL-hf's template writes ``<IMG_CONTEXT>`` and a newline).
 _QWEN_TEMPLATE = (
     "{% set NL = '\\n' %}"
     "{% for message in messages %}"
@@ -82,7 +100,7 @@ _QWEN_TEMPLATE = (
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for c in message['content'] %}"
     "{% if c['type'] == 'image' or 'image' in c or 'image_url' in c %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
+    "__IMAGE__"
     "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>{{ NL }}"
     "{% endif %}"
@@ -114,14 +132,21 @@ IDEFICS3_TEMPLATE = (
 )
 
 
-def qwen_chat_template(default_system: str | None = QWEN_DEFAULT_SYSTEM) -> str:
-    """The Qwen-style template, with ``default_system`` inserted when a chat has no system turn."""
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+INTERNVL_IMAGE = "<IMG_CONTEXT>{{ NL }}"
+
+
+def qwen_chat_template(
+    default_system: str | None = QWEN_DEFAULT_SYSTEM, image: str = QWEN_IMAGE
+) -> str:
+    """The Qwen-style template, with ``default_system`` inserted when a chat has no system turn
+    and ``image`` (template text) where an image goes."""
     block = (
         f"<|im_start|>system{{{{ NL }}}}{default_system}<|im_end|>{{{{ NL }}}}"
         if default_system
         else ""
     )
-    return _QWEN_TEMPLATE.replace("__SYSTEM__", block)
+    return _QWEN_TEMPLATE.replace("__SYSTEM__", block).replace("__IMAGE__", image)
 
 
 def train_bpe(
@@ -186,6 +211,24 @@ def build_tokenizer(family: str, *, vocab_size: int = 1000, model_max_length: in
         )
         system = None if family == "qwen3_vl" else QWEN_DEFAULT_SYSTEM
         hf.chat_template = qwen_chat_template(system)
+    elif family == "internvl":
+        tok = train_bpe(INTERNVL_SPECIALS, vocab_size=vocab_size)
+        hf = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            unk_token=None,
+            additional_special_tokens=list(INTERNVL_SPECIALS[1:]),
+            extra_special_tokens={
+                "start_image_token": "<img>",
+                "end_image_token": "</img>",
+                "context_image_token": "<IMG_CONTEXT>",
+                "video_token": "<video>",
+            },
+            padding_side="left",
+            model_max_length=model_max_length,
+        )
+        hf.chat_template = qwen_chat_template(None, image=INTERNVL_IMAGE)
     elif family == "idefics3":
         tok = train_bpe(IDEFICS3_SPECIALS, vocab_size=vocab_size)
         hf = PreTrainedTokenizerFast(
@@ -218,6 +261,6 @@ def build_tokenizer(family: str, *, vocab_size: int = 1000, model_max_length: in
 
         raise InputError(
             f"no tokenizer recipe for family {family!r}",
-            hint="use one of qwen2_5_vl, qwen2_vl, qwen3_vl, idefics3, paligemma",
+            hint="use one of qwen2_5_vl, qwen2_vl, qwen3_vl, idefics3, paligemma, internvl",
         )
     return hf

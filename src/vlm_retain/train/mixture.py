@@ -134,7 +134,8 @@ def image_token_counter(
     (falling back to the registry's :class:`~vlm_retain.models.registry.ImageFacts`): one token
     per ``unit x unit`` px. Fixed-size families cost the processor's ``image_seq_length`` (or
     ``(side/patch)^2``). Idefics3 costs ``image_seq_len`` per tile plus a global view (an
-    estimate: its row/column markers are not counted).
+    estimate: its row/column markers are not counted). InternVL costs ``image_seq_length`` per
+    tile of its aspect-matched grid, plus a thumbnail and ``<img>``/``</img>`` (exact).
     """
     facts = family.image
     unit = facts.unit
@@ -162,6 +163,13 @@ def image_token_counter(
             return per_tile * (tiles + (1 if tiles > 1 else 0))
 
         return tiled
+    if family.chat.style == "internvl":
+        from vlm_retain.evaluate.generate.lengths import image_tokens
+
+        def tiles(width: int, height: int) -> int:
+            return image_tokens(family, processor, budget_size(width, height, max_pixels, None))
+
+        return tiles
     fixed = getattr(processor, "image_seq_length", None)
     if not fixed:
         side = (facts.fixed_size or (224, 224))[0]

@@ -242,12 +242,13 @@ def addition_params(model: Any, family: Family, spec: TuningSpec) -> list[str]:
 def vision_top_k_params(model: Any, family: Family, k: int) -> list[str]:
     """The last ``k`` vision blocks and every vision parameter registered after them.
 
-    Blocks are found as ``<prefix>.(blocks|layers).<i>.`` among the vision parameters; the
-    parameters after the last block (Idefics3/SigLIP ``post_layernorm``) sit between the top
-    block and the projector, so training the top blocks without them would be odd.
+    Blocks are found as ``<prefix>.(blocks|layers|layer).<i>.`` among the vision parameters
+    (InternVL's tower says ``encoder.layer.<i>``); the parameters after the last block
+    (Idefics3/SigLIP ``post_layernorm``) sit between the top block and the projector, so
+    training the top blocks without them would be odd.
     """
     vision = module_groups(model, family)["vision"]
-    block = re.compile(r"^(.*\.(?:blocks|layers))\.(\d+)\.")
+    block = re.compile(r"^(.*\.(?:blocks|layers?))\.(\d+)\.")
     indices = sorted({int(m.group(2)) for n in vision if (m := block.match(n))})
     if not indices:
         raise InputError(f"no vision blocks found in this {family.title} model")

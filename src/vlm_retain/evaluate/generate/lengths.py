@@ -53,6 +53,49 @@ def tiled_tokens(width: int, height: int, longest: int, tile: int, per_tile: int
     return per_tile * (tiles + 1 if tiles > 1 else 1)
 
 
+def tile_grid(width: int, height: int, tile: int, min_tiles: int, max_tiles: int) -> int:
+    """Tiles of an InternVL (GOT-OCR2 ``crop_to_patches``) image: the ``columns x rows`` grid,
+    ``min_tiles <= columns * rows <= max_tiles``, whose aspect ratio is closest to the image's
+    (ties go to more tiles while the image covers more than half of the grid's area)."""
+    grids = sorted(
+        (
+            (c, r)
+            for c in range(1, max_tiles + 1)
+            for r in range(1, max_tiles + 1)
+            if min_tiles <= c * r <= max_tiles
+        ),
+        key=lambda g: g[0] * g[1],
+    )
+    ratio, area = width / height, width * height
+    best, best_diff = (1, 1), float("inf")
+    for cols, rows in grids:
+        diff = abs(ratio - cols / rows)
+        if diff < best_diff:
+            best, best_diff = (cols, rows), diff
+        elif diff == best_diff and area > 0.5 * tile * tile * cols * rows:
+            best = (cols, rows)
+    return best[0] * best[1]
+
+
+def internvl_tokens(
+    width: int,
+    height: int,
+    *,
+    tile: int,
+    per_tile: int,
+    min_tiles: int = 1,
+    max_tiles: int = 12,
+    crop: bool = True,
+) -> int:
+    """LLM tokens of an InternVL image: ``per_tile`` per tile (plus a thumbnail tile when the
+    grid has more than one), plus the ``<img>`` and ``</img>`` tokens around them."""
+    tiles = 1
+    if crop and max_tiles > 1:
+        grid = tile_grid(width, height, tile, min_tiles, max_tiles)
+        tiles = grid + 1 if grid > 1 else 1
+    return per_tile * tiles + 2
+
+
 def image_tokens(family: Family, processor: Any, size: tuple[int, int] | None) -> int:
     """Estimated LLM tokens for an image of ``size`` (0 for no image or an unknown size)."""
     if size is None:
@@ -74,5 +117,21 @@ def image_tokens(family: Family, processor: Any, size: tuple[int, int] | None) -
         if getattr(image_processor, "do_image_splitting", True) is False:
             return per_tile
         return tiled_tokens(width, height, longest, tile, per_tile)
+    if family.chat.style == "internvl":
+        side = (facts.fixed_size or (448, 448))[0]
+        default_per_tile = (side // facts.patch_size) ** 2 // facts.merge_size**2
+        # the processor's own default (crop_to_patches=True) overrides the image processor's
+        crop = (getattr(processor, "images_kwargs", None) or {}).get(
+            "crop_to_patches", getattr(image_processor, "crop_to_patches", True)
+        )
+        return internvl_tokens(
+            width,
+            height,
+            tile=_setting(image_processor, "height") or side,
+            per_tile=getattr(processor, "image_seq_length", None) or default_per_tile,
+            min_tiles=getattr(image_processor, "min_patches", None) or 1,
+            max_tiles=getattr(image_processor, "max_patches", None) or 12,
+            crop=bool(crop),
+        )
     # fixed-size families (PaliGemma): every image costs the same
     return getattr(processor, "image_seq_length", None) or 256
