@@ -64,6 +64,24 @@ def test_ties_and_dare_adapters_load(models, tmp_path: Path, method: str, extra:
     assert config["r"] == config["lora_alpha"] == 2 and not config["use_dora"]
 
 
+def test_default_ranks_and_lossy_svd_warning(models, tmp_path: Path, run_cli) -> None:
+    _, _, a1, a2 = models
+    # linear: the default rank is the sum of the input ranks (2 + 2), where it is exact
+    lin = run_cli("merge", "linear", a1, a2, "--out", tmp_path / "lin")
+    assert lin.code == 0, lin.err
+    record = json.loads((tmp_path / "lin" / "merge.json").read_text())
+    assert record["rank"] == 4 and record["svd_relative_error"]["max"] < 1e-4
+    assert "warning" not in lin.err
+    # ties: the largest input rank; trimming makes the deltas full-rank, so rank 2 is lossy
+    ties = run_cli("merge", "ties", a1, a2, "--density", "0.5", "--out", tmp_path / "ties")
+    assert ties.code == 0, ties.err
+    record = json.loads((tmp_path / "ties" / "merge.json").read_text())
+    assert record["rank"] == 2 and record["svd_relative_error"]["max"] > 0.05
+    warning = [line for line in ties.err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "--rank" in warning[0] and "--merge-into-base" in warning[0]
+    assert f"{record['svd_relative_error']['max']:.1%}" in warning[0]
+
+
 def test_dare_adapter_merge_is_deterministic(models, tmp_path: Path) -> None:
     _, _, a1, a2 = models
     one = merge_inputs("dare", [a1, a2], tmp_path / "d1", density=0.3, seed=5)

@@ -260,6 +260,33 @@ def _run_folder(root: Path, source: Path, log: bool) -> Path:
     return run
 
 
+def test_training_curves_plot_only_losses_and_probes(tmp_path: Path, monkeypatch) -> None:
+    """The trainer's real log has counters, learning rates, distances and KL position counts
+    beside the losses: only losses go on the loss axis, only probe/... on the probe axis."""
+    from tests.test_report_fixtures import EXAMPLE_LOSSES, EXAMPLE_PROBES, example_train_log
+    from vlm_retain.report import plots
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps(row) + "\n" for row in example_train_log()))
+    drawn: list = []
+    monkeypatch.setattr(plots, "_png", lambda figure: drawn.append(figure) or b"png")
+    assert plots.training_curves(log, "run") == b"png"
+    loss_axes, probe_axes = drawn[0].axes
+
+    def series(axes) -> list[str]:  # the named curves (the retention 1.0 line is unnamed)
+        return [line.get_label() for line in axes.get_lines() if line.get_label()[0] != "_"]
+
+    assert series(loss_axes) == EXAMPLE_LOSSES
+    assert series(probe_axes) == EXAMPLE_PROBES
+    assert loss_axes.get_ylabel() == "loss" and probe_axes.get_ylabel() == "probe"
+    eval_points = loss_axes.get_lines()[EXAMPLE_LOSSES.index("eval/ce")].get_xdata()
+    assert list(eval_points) == [50, 100, 150, 200, 250, 300]  # only the steps that have it
+    assert plots.curve_names([{"step": 1, "tokens": 9, "lr/llm": 1e-4, "dist/llm": 2.0}]) == (
+        [],
+        [],
+    )
+
+
 def test_html_is_self_contained_with_every_section(report_cli, world: Path, tmp_path: Path) -> None:
     runs = [
         _run_folder(tmp_path, world / "good", True),
@@ -329,6 +356,16 @@ def test_bad_inputs_exit_2_and_write_nothing(report_cli, world: Path, tmp_path: 
         "report", tmp_path / "other-task", "--baseline", world / "base", "--out", out
     )
     assert disjoint.code == 2 and "no general task in common" in disjoint.err
+    # the floor is a share of the base kept: (0, 1], with the sweep's one-line message
+    for floor in ("1.5", "0", "-0.2", "nan"):
+        bad = report_cli(
+            "report", world / "good", "--baseline", world / "base", "--out", out,
+            "--min-retention", floor,
+        )  # fmt: skip
+        assert bad.code == 2, (floor, bad)
+        assert "--min-retention must be in (0, 1]" in bad.err, bad.err
+        assert bad.err.strip().count("\n") == 0
+    assert not out.exists()
 
 
 def test_write_report_api(world: Path, tmp_path: Path) -> None:

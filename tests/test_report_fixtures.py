@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -180,6 +181,45 @@ def _example_eval(
     write_retrieval(folder, matrix)
 
 
+#: The loss and probe columns of :func:`example_train_log`, in the order they first appear.
+EXAMPLE_LOSSES = ["ce", "ce/peter", "ce/iam", "ce/world", "kl", "total", "eval/ce"]
+EXAMPLE_PROBES = ["probe/score", "probe/coco", "probe/vqav2", "probe/retention",
+                  "probe/kl_to_base"]  # fmt: skip
+
+
+def example_train_log() -> list[dict[str, Any]]:
+    """A train_log.jsonl in the trainer's real format (``train.trainer`` via
+    ``train.callbacks.TrainLog``): per step ``step``, ``epoch``, ``lr`` and ``lr/<component>``,
+    each objective term (``ce``, ``kl``), its extras (``ce/<source>``, ``kl/positions``),
+    ``total``, ``grad_norm``, the cumulative ``tokens``, ``seconds``; at probe steps also
+    ``dist/<component>``, ``eval/ce`` and the ``probe/...`` metrics."""
+    rows = []
+    tokens = 0
+    for step in range(10, 310, 10):
+        t = step / 300
+        tokens += 41_000 + 37 * step
+        ce = 1.9 - 1.3 * t
+        kl = 0.02 + 0.05 * t
+        row: dict[str, Any] = {
+            "step": step, "epoch": round(t * 2, 4), "lr": 2e-4 * (1 - t),
+            "lr/llm": 2e-4 * (1 - t), "lr/projector": 1e-4 * (1 - t),
+            "ce": ce, "ce/peter": 2.3 - 1.8 * t, "ce/iam": 1.6 - 1.1 * t,
+            "ce/world": 0.55 + 0.25 * t, "kl": kl, "kl/positions": 1800.0 + 3 * step,
+            "total": ce + 0.1 * kl, "grad_norm": 0.9 - 0.4 * t, "tokens": tokens,
+            "seconds": 1.7,
+        }  # fmt: skip
+        if step % 50 == 0:
+            retention = round(1.0 - 0.14 * t**1.5, 4)
+            row.update(
+                {"dist/llm": 3.1 * t ** 0.5, "dist/projector": 0.4 * t ** 0.5,
+                 "eval/ce": 1.95 - 1.2 * t, "probe/score": 0.62 * retention,
+                 "probe/coco": 0.55 * retention, "probe/vqav2": 0.69 * retention,
+                 "probe/retention": retention, "probe/kl_to_base": 0.05 * t}
+            )  # fmt: skip
+        rows.append(row)
+    return rows
+
+
 def write_example(root: Path) -> dict[str, Path]:
     """The docs/report.md example: a base, a LoRA run with a train log, a WiSE-FT sweep.
 
@@ -193,16 +233,8 @@ def write_example(root: Path) -> dict[str, Path]:
     _example_eval(run / "eval", ocr_rate=0.04, vqa_wrong=base_wrong | {5, 11, 21, 33, 36},
                   misses=2, drifted={"c2", "c4"})  # fmt: skip
     (run / "config.yaml").write_text("method: lora\nrank: 16\n", encoding="utf-8")
-    log = []
-    for step in range(10, 310, 10):
-        t = step / 300
-        log.append(
-            {"step": step, "epoch": round(t * 2, 3), "lr": 2e-4 * (1 - t), "ce": 1.9 - 1.3 * t,
-             "ce/peter": 2.3 - 1.8 * t, "ce/iam": 1.6 - 1.1 * t, "ce/world": 0.55 + 0.25 * t,
-             "probe/retention": round(1.0 - 0.14 * t ** 1.5, 4)}
-        )  # fmt: skip
     (run / "train_log.jsonl").write_text(
-        "".join(json.dumps(row) + "\n" for row in log), encoding="utf-8"
+        "".join(json.dumps(row) + "\n" for row in example_train_log()), encoding="utf-8"
     )
     sweep = root / "wise-ft"
     settings = {0.25: (0.15, set(), 1, set()), 0.5: (0.12, {5}, 1, set()),

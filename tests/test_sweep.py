@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,10 @@ def test_sweep_bad_inputs(world, tmp_path: Path, run_cli) -> None:
         (["--adapter", adapter, "--eval-data", root / "world"], "OCR manifest"),
         (["--adapter", adapter, "--eval-data", root / "htr", "--ocr-metric", "bleu"], "bleu"),
         (
+            ["--adapter", adapter, "--eval-data", root / "htr", "--min-retention", "1.5"],
+            "--min-retention must be in (0, 1], got 1.5",
+        ),
+        (
             [
                 "--adapter",
                 adapter,
@@ -117,9 +122,7 @@ def test_small_sweep_end_to_end(world, tmp_path: Path, run_cli) -> None:
     from tests.test_merge_fixtures import perturbed
 
     root, base, _ = world
-    finetuned = root / "ft"
-    if not finetuned.exists():
-        perturbed(base, finetuned)
+    finetuned = perturbed(base, tmp_path / "ft")
     out = tmp_path / "sweep"
     args = [
         "sweep", "wise-ft", "--base", base, "--finetuned", finetuned, "--alphas", "0.5,1",
@@ -150,6 +153,29 @@ def test_small_sweep_end_to_end(world, tmp_path: Path, run_cli) -> None:
     assert again.code == 0, again.err
     assert (out / "points" / "alpha_0.50" / "model" / "merge.json").stat().st_mtime_ns == stamp
     assert json.loads((out / "sweep.json").read_text())["points"] == doc["points"]
+
+    # the fine-tuned model replaced at the same path: the merged point is rebuilt, and the
+    # points made from it (alpha 0.5 and 1) are re-evaluated; the base point is reused
+    def results_stamp(alpha: str) -> int:
+        return (out / "points" / alpha / "eval" / "ocr" / "results.json").stat().st_mtime_ns
+
+    stamps = {a: results_stamp(a) for a in ("alpha_0.00", "alpha_0.50", "alpha_1.00")}
+    old_hash = _input_hash(out / "points" / "alpha_0.50" / "model", "finetuned")
+    shutil.rmtree(finetuned)
+    perturbed(base, finetuned, seed=7, std=0.2)
+    third = run_cli(*args)
+    assert third.code == 0, third.err
+    assert _input_hash(out / "points" / "alpha_0.50" / "model", "finetuned") != old_hash
+    assert results_stamp("alpha_0.00") == stamps["alpha_0.00"]
+    assert results_stamp("alpha_0.50") != stamps["alpha_0.50"]
+    assert results_stamp("alpha_1.00") != stamps["alpha_1.00"]
+    recorded = json.loads((out / "points" / "alpha_1.00" / "inputs.json").read_text())
+    assert [i["role"] for i in recorded["inputs"]] == ["finetuned"]
+
+
+def _input_hash(point: Path, role: str) -> dict:
+    record = json.loads((point / "merge.json").read_text())
+    return next(i["weights"] for i in record["inputs"] if i["role"] == role)
 
 
 @pytest.mark.slow

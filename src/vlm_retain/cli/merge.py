@@ -141,7 +141,15 @@ MERGE_BASE = typer.Option(
 )
 WEIGHTS = typer.Option(None, "--weights", help="One weight per input: 0.6,0.4 (default 1 each).")
 SCALE = typer.Option(1.0, "--scale", help="Lambda: multiplies the merged task vector.")
-RANK = typer.Option(None, "--rank", min=1, help="Rank of the merged adapter (default: max input).")
+RANK = typer.Option(
+    None,
+    "--rank",
+    min=1,
+    help=(
+        "Rank of the merged adapter (default: linear, the sum of the input ranks, exact; "
+        "ties/dare, the largest input rank, approximate)."
+    ),
+)
 
 
 @app.command("linear")

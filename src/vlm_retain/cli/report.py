@@ -21,7 +21,7 @@ INPUTS = typer.Argument(
 )
 BASELINE = typer.Option(..., "--baseline", "-b", help="The base model's eval folder.")
 FLOOR = typer.Option(
-    0.95, "--min-retention", help="Gate: every general metric keeps at least this ratio."
+    0.95, "--min-retention", help="Gate: every general metric keeps at least this ratio, in (0, 1]."
 )
 OUT = typer.Option(..., "--out", "-o", help="Folder for report.md, report.html, report.json.")
 NAMES = typer.Option(

@@ -28,7 +28,7 @@ def sweep_wise_ft(
         "0:1:0.1", "--alphas", help="0,0.3,0.6,1 or start:stop:step; 0 (the base) is added."
     ),
     min_retention: float = typer.Option(
-        0.95, "--min-retention", help="Floor: every general metric must keep this share."
+        0.95, "--min-retention", help="Floor: every general metric must keep this share, in (0, 1]."
     ),
     ocr_metric: str = typer.Option("cer", "--ocr-metric", help="cer | wer | line_accuracy ..."),
     task: list[str] | None = typer.Option(

@@ -15,6 +15,7 @@ Full fine-tunes are merged as task vectors (``theta_i - theta_base``), streamed 
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,19 @@ from vlm_retain.merge.output import load_base, save_full, staged_merge
 
 METHODS = ("linear", "ties", "dare")
 DEFAULT_DENSITY = {"ties": 0.2, "dare": 0.5}
+#: Above this ``svd_relative_error`` (max over modules) an adapter merge warns on stderr.
+SVD_WARN_ERROR = 0.05
+
+
+def default_rank(method: str, ranks: Sequence[int]) -> int:
+    """The merged adapter's rank when ``--rank`` is not given.
+
+    ``linear``: the sum of the input ranks, where the weighted sum of the deltas is exact (a
+    sum of rank-r_i matrices has rank at most sum r_i). ``ties``/``dare``: the largest input
+    rank (the adapter stays the size of one input): trimming or dropping entries makes each
+    merged delta full-rank, so no small rank is exact; the error is recorded and warned about.
+    """
+    return sum(ranks) if method == "linear" else max(ranks)
 
 
 def merge_vectors(
@@ -227,7 +241,7 @@ def _merge_adapters(
     vectors = [_adapter_deltas(a, base_state) for a in adapters]
     merged = merge_vectors(method, vectors, **options)
     lora_names = {f"{m}.weight" for a in adapters for m in a.lora}
-    rank = rank or max(a.rank for a in adapters)
+    rank = rank or default_rank(method, [a.rank for a in adapters])
     record.update(
         output="model" if merge_into_base else "adapter",
         inputs=([input_record("base", resolve_base(base))] if base is not None else [])
@@ -250,6 +264,13 @@ def _merge_adapters(
             if base is not None:
                 config["base_model_name_or_path"] = str(base)
             write_adapter(stage, config, tensors, None)  # merge.json follows, with the error
+    error = (record.get("svd_relative_error") or {}).get("max")
+    if error is not None and error > SVD_WARN_ERROR:
+        sys.stderr.write(
+            f"warning: the merged adapter at rank {rank} loses up to {error:.1%} of a merged "
+            f"delta (svd_relative_error in merge.json); pass a larger --rank, or "
+            f"--merge-into-base --base B for an exact full model\n"
+        )
     return Path(out)
 
 

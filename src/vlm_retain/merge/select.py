@@ -20,6 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlm_retain.errors import InputError
+
+
+def check_floor(floor: float) -> None:
+    """``--min-retention`` is the share of the base's score a run must keep: in (0, 1] (1 = no
+    loss allowed). One rule and one message for ``sweep`` and ``report``."""
+    if not 0.0 < floor <= 1.0:  # NaN fails too
+        raise InputError(f"--min-retention must be in (0, 1], got {floor:g}")
+
 
 def retention_ratio(
     value: float | None, base: float | None, higher_is_better: bool

@@ -6,11 +6,15 @@ Layout of ``SWEEP/``::
     pareto.png                     OCR metric against mean retention, floor and choice marked
     points/alpha_0.30/model|adapter   the merged point (alpha 0 and 1 reuse the inputs)
     points/alpha_0.30/eval/<task>/    the evaluation runner's outputs (cached per settings)
+    points/alpha_0.30/inputs.json     the inputs (paths and sha256 of their weights) of eval/
 
 Why this shape: every step is resumable on its own. A point folder is reused when its
-``merge.json`` says it is the same merge; the runner skips tasks whose results exist with the
-same settings; and a point whose tasks all have results is not even rebuilt. So a rerun with
-more alphas, or after an interruption, costs only what is new.
+``merge.json`` says it is the same merge (same alpha, same input paths and weight hashes); the
+runner skips tasks whose results exist with the same settings; and a point whose tasks all have
+results is not even rebuilt. So a rerun with more alphas, or after an interruption, costs only
+what is new. The runner's settings name the model by path only, so each point's ``eval/`` is
+cleared when ``inputs.json`` differs from the current inputs (an adapter or model replaced at
+the same path) or when the point is rebuilt: stale results are never reused.
 
 Alpha 0 is the base model itself (the baseline every retention is divided by), so it is always
 evaluated, added to the list when missing.
@@ -30,7 +34,7 @@ from rich.console import Console
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json, write_marker
 from vlm_retain.merge import methods
-from vlm_retain.merge.select import choose_point, gate, mean_retention, retention_ratio
+from vlm_retain.merge.select import check_floor, choose_point, gate, mean_retention, retention_ratio
 
 SWEEP_SCHEMA = "vlm-retain/sweep/1"
 #: OCR metrics and their direction (results.json ``metrics`` of an OCR task).
@@ -102,8 +106,7 @@ class SweepSpec:
             raise InputError(
                 f"unknown --ocr-metric {self.ocr_metric!r}", hint=f"use {', '.join(OCR_METRICS)}"
             )
-        if not 0.0 < self.floor <= 1.0:
-            raise InputError(f"--min-retention must be in (0, 1], got {self.floor:g}")
+        check_floor(self.floor)
         for alpha in self.alphas:
             methods.check_alpha(alpha)
 
@@ -204,17 +207,47 @@ def _is_dora(adapter: Path) -> bool:
     return bool(config.get("use_dora"))
 
 
-def _build(spec: SweepSpec, alpha: float, target: Path) -> None:
-    """Write the merged point at ``target`` unless the same merge is already there."""
+def _current_inputs(spec: SweepSpec, alpha: float) -> list[dict[str, Any]]:
+    """``[{"role", "path", "weights": {file: sha256}}]`` of the inputs the point at ``alpha``
+    is made from, exactly as ``merge.json`` records them (alpha 0 reads only the base, alpha 1
+    of a full fine-tune only the fine-tuned model). Hashed once per process per file state."""
+    from vlm_retain.merge.inputs import input_record, require_folder, resolve_base
+
+    records = []
+    if alpha != 1.0 or spec.adapter is not None:
+        records.append(input_record("base", resolve_base(spec.base)))
+    if alpha != 0.0:
+        if spec.adapter is not None:
+            records.append(input_record("adapter", require_folder(spec.adapter, "adapter")))
+        else:
+            assert spec.finetuned is not None
+            records.append(
+                input_record("finetuned", require_folder(spec.finetuned, "fine-tuned model"))
+            )
+    return records
+
+
+def _same_inputs(recorded: Any, current: list[dict[str, Any]]) -> bool:
+    def key(items: Any) -> list[tuple[Any, Any, Any]]:
+        return [(i.get("role"), i.get("path"), i.get("weights")) for i in items or []]
+
+    return isinstance(recorded, list) and key(recorded) == key(current)
+
+
+def _build(spec: SweepSpec, alpha: float, target: Path, inputs: list[dict[str, Any]]) -> bool:
+    """Write the merged point at ``target`` unless the same merge (same alpha, same input
+    paths and same input weight hashes) is already there; True when it was (re)built."""
     from vlm_retain.merge.wise_ft import wise_ft_adapter, wise_ft_models
 
     record_file = target / "merge.json"
     if record_file.is_file():
         record = json.loads(record_file.read_text(encoding="utf-8"))
-        inputs = [i["path"] for i in record.get("inputs", [])[1:]]
-        wanted = str(spec.adapter or spec.finetuned)
-        if record.get("alpha") == alpha and inputs == [wanted]:
-            return
+        if (
+            record.get("alpha") == alpha
+            and record.get("output") == target.name
+            and _same_inputs(record.get("inputs"), inputs)
+        ):
+            return False
     if spec.adapter is not None:
         wise_ft_adapter(
             spec.base,
@@ -228,6 +261,11 @@ def _build(spec: SweepSpec, alpha: float, target: Path) -> None:
     else:
         assert spec.finetuned is not None
         wise_ft_models(spec.base, spec.finetuned, alpha, target, overwrite=True)
+    return True
+
+
+#: Beside each point's ``eval/``: the inputs (with weight hashes) its results were made from.
+INPUTS_FILE = "inputs.json"
 
 
 def _evaluate_point(
@@ -242,9 +280,24 @@ def _evaluate_point(
     folder = spec.out / "points" / point_name(alpha)
     model, adapter, built = _point_model(spec, alpha, folder)
     eval_dir = folder / "eval"
+    inputs = _current_inputs(spec, alpha)
+    stamp = {"alpha": alpha, "model": model, "adapter": adapter, "inputs": inputs}
+    stamp_file = folder / INPUTS_FILE
+    try:
+        recorded = json.loads(stamp_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if recorded != json.loads(json.dumps(stamp)) and eval_dir.exists():
+        # the inputs changed at the same path (or the results' inputs are unknown): the
+        # runner would reuse these results by its settings alone, which name only paths
+        console.print(f"alpha {alpha:g}: inputs changed since the last evaluation; re-evaluating")
+        shutil.rmtree(eval_dir)
     complete = all((eval_dir / name / "results.json").is_file() for name in tasks)
-    if built is not None and not complete:
-        _build(spec, alpha, built)
+    rebuilt = built is not None and not complete and _build(spec, alpha, built, inputs)
+    if rebuilt and eval_dir.exists():
+        shutil.rmtree(eval_dir)  # a rebuilt point never reuses its old results
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stamp_file, stamp)
     settings = EvalSettings(
         model=model,
         adapter=adapter,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_retain.errors import InputError
+from vlm_retain.merge.select import check_floor
 from vlm_retain.report.gate import DEFAULT_FLOOR, RULE, judge
 from vlm_retain.report.load import EvalSet, load_baseline, load_inputs
 from vlm_retain.report.ocr import ocr_summary
@@ -99,8 +100,7 @@ def build_report(
     """Read every input and the baseline; return the report document (report.json)."""
     if not inputs:
         raise InputError("give at least one run, eval or sweep folder")
-    if not 0 < floor <= 10:
-        raise InputError(f"--min-retention must be a ratio such as 0.95, got {floor}")
+    check_floor(floor)
     base = load_baseline(Path(baseline))
     runs = load_inputs([Path(p) for p in inputs], names)
     blocks = [run_block(base, run, floor=floor, resamples=resamples, seed=seed) for run in runs]

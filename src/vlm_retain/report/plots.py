@@ -6,7 +6,8 @@ Three figures, each answering one question:
   retention (y), one point per run or sweep alpha, the base model as a star at (CER, 1.0), the
   gate floor as a dashed line; sweep points are joined in alpha order;
 - ``retention_bars``: which benchmark forgot? per-benchmark retention with its paired CI;
-- ``training_curves``: when did it happen? loss per data source and probe metrics per step.
+- ``training_curves``: when did it happen? the losses (total, each objective term, CE per data
+  source, held-out ``eval/`` losses) and the probe metrics (``probe/...``) per step.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-#: Train-log keys that are bookkeeping, not curves.
-_NOT_CURVES = {"step", "epoch", "lr", "learning_rate", "grad_norm", "time", "seconds"}
+#: Train-log columns drawn on the loss axis: the objective terms the trainer logs (unweighted)
+#: and their weighted sum. Everything else the log holds (``step``, ``epoch``, ``lr`` and
+#: ``lr/<group>``, ``grad_norm``, the cumulative ``tokens``, ``seconds``, ``dist/<component>``,
+#: objective extras such as ``kl/positions``) is bookkeeping on other scales, not a loss.
+LOSS_COLUMNS = ("total", "ce", "kl", "l2sp", "ewc")
 
 
 def _png(figure: Any) -> bytes:
@@ -130,13 +134,22 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def is_loss_column(name: str) -> bool:
+    """``total``, ``ce``, ``kl``, ``l2sp``, ``ewc``, per-source ``ce/<source>``, and held-out
+    losses ``eval/<loss>`` (e.g. ``eval/ce``)."""
+    if name in LOSS_COLUMNS or name.startswith("ce/"):
+        return True
+    head, _, tail = name.partition("/")
+    return head == "eval" and (tail in LOSS_COLUMNS or tail.startswith("ce/"))
+
+
 def curve_names(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """(loss curves: total and per source, probe curves) found in a train log."""
+    """(loss curves: total, each term and per-source CE; probe curves) found in a train log."""
     names: list[str] = []
     for row in rows:
         names += [k for k, v in row.items() if k not in names and _finite(v)]
+    losses = [n for n in names if is_loss_column(n)]
     probes = [n for n in names if n.startswith("probe/")]
-    losses = [n for n in names if n not in _NOT_CURVES and n not in probes]
     return losses, probes
 
 
