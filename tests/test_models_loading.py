@@ -17,9 +17,8 @@ def base(tmp_path_factory):
     return build_tiny("qwen2_5_vl", tmp_path_factory.mktemp("base") / "model", size="xs")
 
 
-@pytest.fixture(scope="module")
-def adapter(base, tmp_path_factory):
-    """A real PEFT LoRA adapter on the tiny model, with its in-memory logits."""
+def _make_adapter(base, out):
+    """A real PEFT LoRA adapter on a tiny model saved to ``out``, with its in-memory logits."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -38,19 +37,40 @@ def adapter(base, tmp_path_factory):
     batch = encode(loaded, [line_image()], ["Read."], ["Вѣра"])
     with torch.no_grad():
         logits = peft_model(**batch).logits
-    out = tmp_path_factory.mktemp("adapter") / "lora"
     peft_model.save_pretrained(str(out))
     return out, batch, logits
 
 
-def test_adapter_logits_match_in_memory_peft(base, adapter):
+@pytest.fixture(scope="module")
+def adapter(base, tmp_path_factory):
+    return _make_adapter(base, tmp_path_factory.mktemp("adapter") / "lora")
+
+
+#: Adapter loading is checked on three families (issue 5): different module trees and processors.
+ADAPTER_FAMILIES = ("qwen2_5_vl", "idefics3", "paligemma")
+
+
+@pytest.fixture(scope="module", params=ADAPTER_FAMILIES)
+def family_adapter(request, tmp_path_factory):
+    """(base folder, adapter folder, batch, in-memory logits) for each family (tiny xs)."""
+    if request.param == "qwen2_5_vl":  # reuse the module's Qwen model and adapter
+        return (request.getfixturevalue("base"), *request.getfixturevalue("adapter"))
+    from vlm_retain.models.tiny import build_tiny
+
+    root = tmp_path_factory.mktemp(request.param)
+    folder = build_tiny(request.param, root / "model", size="xs")
+    return (folder, *_make_adapter(folder, root / "lora"))
+
+
+def test_adapter_logits_match_in_memory_peft(family_adapter):
     import torch
 
     from vlm_retain.models.loading import load_model
 
-    folder, batch, logits = adapter
+    base, folder, batch, logits = family_adapter
     loaded = load_model(base, adapter=folder)
     assert loaded.adapter == folder
+    assert type(loaded.model).__name__ == "PeftModel"
     with torch.no_grad():
         again = loaded.model(**batch).logits
     assert torch.equal(again, logits)
@@ -60,11 +80,12 @@ def test_adapter_logits_match_in_memory_peft(base, adapter):
     assert loaded.describe()["adapter"] == str(folder)
 
 
-def test_adapter_for_another_base_is_refused(base, adapter, tmp_path):
+def test_adapter_for_another_base_is_refused(family_adapter, tmp_path):
     from vlm_retain.models.loading import load_model
 
+    base, adapter_folder, _, _ = family_adapter
     folder = tmp_path / "other"
-    shutil.copytree(adapter[0], folder)
+    shutil.copytree(adapter_folder, folder)
     config_file = folder / "adapter_config.json"
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -73,7 +94,72 @@ def test_adapter_for_another_base_is_refused(base, adapter, tmp_path):
         load_model(base, adapter=folder)
     message = str(err.value)
     assert "Qwen/Qwen2.5-VL-7B-Instruct" in message and str(base) in message
-    assert "adapter_config.json" in message
+    assert "adapter_config.json" in message and "--ignore-adapter-base" in message
+    assert "\n" not in message
+    assert load_model(base, adapter=folder, strict_adapter_base=False).adapter == folder
+
+
+def _with_base(adapter_folder, dest, base_name):
+    shutil.copytree(adapter_folder, dest)
+    config_file = dest / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = str(base_name)
+    config_file.write_text(json.dumps(config))
+    return dest
+
+
+def test_adapter_base_copy_and_relative_path_accepted(base, adapter, tmp_path, monkeypatch):
+    """A byte-identical copy of the recorded base is the same base; a relative recorded path is
+    read from the adapter folder, whatever the working directory."""
+    import os
+
+    from vlm_retain.models.loading import load_model
+
+    copy = tmp_path / "renamed-base"
+    shutil.copytree(base, copy)
+    recorded_original = _with_base(adapter[0], tmp_path / "a1", base)
+    assert load_model(copy, adapter=recorded_original).adapter == recorded_original
+    recorded_copy = _with_base(adapter[0], tmp_path / "a2", copy)
+    assert load_model(base, adapter=recorded_copy).adapter == recorded_copy
+
+    run = tmp_path / "run"
+    relative = _with_base(adapter[0], run / "adapter", os.path.relpath(base, run / "adapter"))
+    monkeypatch.chdir(tmp_path)
+    assert load_model(base, adapter=relative).adapter == relative
+    assert load_model(copy, adapter=relative).adapter == relative  # and it is a copy of copy
+
+
+def test_adapter_base_that_only_looks_alike_is_refused(base, adapter, tmp_path):
+    """Same architecture and config, other weights (another seed): not a copy of the base."""
+    from vlm_retain.models.loading import load_model
+    from vlm_retain.models.tiny import build_tiny
+
+    other = build_tiny("qwen2_5_vl", tmp_path / "seed1", size="xs", seed=1)
+    assert json.loads((other / "config.json").read_text()) == json.loads(
+        (base / "config.json").read_text()
+    )
+    with pytest.raises(InputError, match="adapter was trained on") as err:
+        load_model(other, adapter=adapter[0])
+    assert "--ignore-adapter-base" in str(err.value)
+    config_changed = tmp_path / "changed"
+    shutil.copytree(base, config_changed)
+    config = json.loads((config_changed / "config.json").read_text())
+    config["note"] = "edited"
+    (config_changed / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="adapter was trained on"):
+        load_model(config_changed, adapter=adapter[0])
+
+
+def test_model_info_ignore_adapter_base_flag(run_cli, base, adapter, tmp_path):
+    from vlm_retain.models.tiny import build_tiny
+
+    other = build_tiny("qwen2_5_vl", tmp_path / "seed1", size="xs", seed=1)
+    refused = run_cli("model", "info", other, "--adapter", adapter[0])
+    assert refused.code == 2 and "adapter was trained on" in refused.err
+    assert "--ignore-adapter-base" in refused.err and "Traceback" not in refused.err
+    accepted = run_cli("model", "info", other, "--adapter", adapter[0], "--ignore-adapter-base")
+    assert accepted.code == 0, accepted.err
+    assert str(adapter[0]) in accepted.out.replace("\n", "")
 
 
 def test_adapter_shape_mismatch_is_refused(adapter, tmp_path):

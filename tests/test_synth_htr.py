@@ -248,3 +248,46 @@ def test_every_bundled_script_font_draws_its_languages_punctuation() -> None:
         for script in spec.scripts:
             if spec.role != "print" and not (script == "latin" and "arabic" in spec.scripts):
                 assert covers(spec, marks[script]), spec.name
+
+
+def test_arabic_without_raqm_is_one_clear_error(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """Without raqm Pillow would raise KeyError mid-render: refuse up front, saying what is
+    missing and how to get it; other languages still work."""
+    import PIL.features
+
+    from vlm_retain.data.synthetic.htr import validate
+
+    real = PIL.features.check
+    monkeypatch.setattr(PIL.features, "check", lambda name: False if name == "raqm" else real(name))
+    with pytest.raises(InputError, match="raqm") as err:
+        validate(HtrOptions(langs=("ru", "ar")))
+    message = str(err.value)
+    assert "\n" not in message and "Pillow wheel from PyPI" in message and "fribidi" in message
+    validate(HtrOptions(langs=("ru", "en")))
+    result = run_cli("data", "synth", "htr", "--out", tmp_path / "x", "--quiet", "--langs", "ar")
+    assert result.code == 2 and "raqm" in result.err and "--langs" in result.err
+    assert "Traceback" not in result.err and not (tmp_path / "x").exists()
+
+
+def test_cyrillic_handwriting_font_keeps_a_pre_reform_mix() -> None:
+    """Steve Hand (no ѣ ѳ ѵ) draws only Russian lines without those letters; most Russian lines
+    still get a font with every pre-reform letter, and hand fonts grow with the era."""
+    from vlm_retain.data.synthetic.text import generate_lines
+
+    steve = font_by_name("Steve Hand")
+    assert steve.role == "hand" and steve.scripts == ("latin", "cyrillic")
+    assert covers(steve, "Вера сіе міръ, 1887 г.") and not covers(steve, "ѣ")
+    texts = generate_lines("ru", 600, 0)
+    fonts, by_era = [], {era.year: [] for era in ERAS}
+    for index, text in enumerate(texts):
+        style, _ = sample_style("ru", text, line_generator(0, "ru", index), 56)
+        assert style is not None
+        fonts.append(style.font)
+        by_era[style.era].append(style.font)
+        if style.font == "Steve Hand":
+            assert not set(text) & set("ѣѢѳѲѵѴ")
+    pre_reform = sum(covers(font_by_name(name), "ѣѢѳѲѵѴіІ") for name in fonts) / len(fonts)
+    assert pre_reform > 0.7
+    assert 0.03 < fonts.count("Steve Hand") / len(fonts) < 0.2
+    share = {era: lines.count("Steve Hand") / len(lines) for era, lines in by_era.items()}
+    assert share[1900] > share[1720]

@@ -145,3 +145,116 @@ def test_tesseract_backend(cli, folder, tmp_path):
     assert len(read_jsonl(out)) == 5
     no_lang = cli("transcribe", "--backend", "tesseract", folder, "-o", tmp_path / "u.jsonl")
     assert no_lang.code == 2 and "needs --lang" in no_lang.err
+
+
+def _multilingual_manifest(root):
+    rows = [("a", "ru", "Вѣра"), ("b", "en", "two"), ("c", "en", "three"), ("d", "it", "già")]
+    for row_id, _, _ in rows:
+        _line(root / "images" / f"{row_id}.png", text=row_id)
+    lines = [
+        json.dumps(
+            {
+                "id": row_id,
+                "image": f"images/{row_id}.png",
+                "text": text,
+                "lang": lang,
+                "source": "synth-htr",
+                "split": "test",
+                "meta": {"font": "Kristi", "era": 1850},
+            },
+            ensure_ascii=False,
+        )
+        for row_id, lang, text in rows
+    ]
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def fake_tesseract(monkeypatch):
+    """A stand-in for TesseractBackend (no binary needed) that records its language."""
+    from vlm_retain.evaluate.generate import tesseract
+    from vlm_retain.evaluate.generate.base import Result
+
+    langs: list[str] = []
+
+    class FakeTesseract:
+        name = "tesseract"
+
+        def __init__(self, lang, workers=None):
+            langs.append(lang)
+
+        def generate(self, requests):
+            for request in requests:
+                yield Result(request.id, f"read {request.id}", 0)
+
+    monkeypatch.setattr(tesseract, "TesseractBackend", FakeTesseract)
+    return langs
+
+
+def test_lang_keeps_only_that_language_of_a_manifest(cli, fake_tesseract, tmp_path):
+    """`--lang en` on a multilingual manifest reads only its English lines, with the English
+    model, and says how many were left out; without --lang tesseract still refuses."""
+    root = _multilingual_manifest(tmp_path / "m")
+    out = tmp_path / "en.jsonl"
+    result = cli("transcribe", "-b", "tesseract", "--lang", "en", root, "-o", out)
+    assert result.code == 0, result.err
+    assert fake_tesseract == ["en"]
+    lines = read_jsonl(out)
+    assert [line["id"] for line in lines] == ["b", "c"]
+    assert all(line["meta"]["lang"] == "en" for line in lines)
+    assert "transcribed 2 of 2 images" in result.out
+    assert "2 records not in language en left out" in result.out
+    # meta is the record's lang/source/split with its own meta fields flattened in (docs say so)
+    assert lines[0]["meta"] == {
+        "lang": "en",
+        "source": "synth-htr",
+        "split": "test",
+        "font": "Kristi",
+        "era": 1850,
+        "n_tokens": 0,
+    }
+    tess_name = cli("transcribe", "-b", "tesseract", "--lang", "rus", root, "-o", tmp_path / "r")
+    assert tess_name.code == 0, tess_name.err
+    assert [line["id"] for line in read_jsonl(tmp_path / "r")] == ["a"]
+    no_lang = cli("transcribe", "-b", "tesseract", root, "-o", tmp_path / "x.jsonl")
+    assert no_lang.code == 2 and "needs --lang" in no_lang.err
+    assert "en, it, ru" in no_lang.err
+    none = cli("transcribe", "-b", "tesseract", "--lang", "ar", root, "-o", tmp_path / "y.jsonl")
+    assert none.code == 2 and "no records in language 'ar'" in none.err
+    assert "Traceback" not in none.err
+
+
+def test_lang_filter_applies_to_hf_too(cli, model, tmp_path):
+    root = _multilingual_manifest(tmp_path / "m")
+    out = tmp_path / "it.jsonl"
+    result = cli(
+        "transcribe", "-m", model, "--lang", "it", root, "-o", out, "--max-new-tokens", "2"
+    )
+    assert result.code == 0, result.err
+    assert [line["id"] for line in read_jsonl(out)] == ["d"]
+    assert "3 records not in language it left out" in result.out
+
+
+def test_ignore_adapter_base_flag(cli, model, folder, tmp_path):
+    """An adapter recording another base is one exit-2 line naming the flag; with the flag it
+    loads (its shapes fit)."""
+    from peft import LoraConfig, get_peft_model
+
+    from vlm_retain.models.loading import load_model
+
+    loaded = load_model(model)
+    peft_model = get_peft_model(loaded.model, LoraConfig(r=2, target_modules=r".*\.q_proj"))
+    adapter = tmp_path / "lora"
+    peft_model.save_pretrained(str(adapter))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "someone/another-model"
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    out = tmp_path / "a.jsonl"
+    args = ("transcribe", "-m", model, "--adapter", adapter, folder, "-o", out)
+    refused = cli(*args, "--max-new-tokens", "2")
+    assert refused.code == 2 and "someone/another-model" in refused.err
+    assert "--ignore-adapter-base" in refused.err and "Traceback" not in refused.err
+    accepted = cli(*args, "--max-new-tokens", "2", "--ignore-adapter-base")
+    assert accepted.code == 0, accepted.err
+    assert len(read_jsonl(out)) == 5

@@ -53,13 +53,25 @@ def info(
         False, "--allow-pickle", help="Accept pickle (.bin) weights from a trusted source."
     ),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N."),
+    ignore_adapter_base: bool = typer.Option(
+        False,
+        "--ignore-adapter-base",
+        help="Accept an adapter whose recorded base names another model (its shapes still "
+        "have to fit).",
+    ),
 ) -> None:
     """Family, parameters per component, dtype, processor type and image backend of a model."""
     from vlm_retain.models.loading import load_model
     from vlm_retain.models.registry import module_groups
 
     _quiet_transformers()
-    loaded = load_model(path, adapter=adapter, allow_pickle=allow_pickle, device=device)
+    loaded = load_model(
+        path,
+        adapter=adapter,
+        allow_pickle=allow_pickle,
+        device=device,
+        strict_adapter_base=not ignore_adapter_base,
+    )
     params = dict(loaded.model.named_parameters())
     groups = module_groups(loaded.model, loaded.family)
     table = Table(title=f"{loaded.family.title} ({loaded.family.name}) - {loaded.path}")

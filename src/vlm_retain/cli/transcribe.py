@@ -29,9 +29,18 @@ def transcribe(
         None, "--model", "-m", help="Model folder or hub id (local cache only); not for tesseract."
     ),
     adapter: Path | None = typer.Option(None, "--adapter", help="PEFT adapter folder."),
+    ignore_adapter_base: bool = typer.Option(
+        False,
+        "--ignore-adapter-base",
+        help="Accept an adapter whose recorded base names another model (hf; its shapes still "
+        "have to fit).",
+    ),
     backend: str = typer.Option("hf", "--backend", "-b", help="hf, vllm or tesseract."),
     lang: str | None = typer.Option(
-        None, "--lang", help="Language for tesseract (ru, en, it, ar); default: the manifest's."
+        None,
+        "--lang",
+        help="Language (ru, en, it, ar): of a manifest, only its records in this language; "
+        "tesseract's model (default: the manifest's only language).",
     ),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest answer (tokens)."),
@@ -55,13 +64,17 @@ def transcribe(
     """Transcribe line images into a JSONL file; an interrupted run resumes where it stopped."""
     from vlm_retain.errors import InputError
     from vlm_retain.evaluate.generate import BACKENDS, GenerationConfig, make_backend
-    from vlm_retain.evaluate.generate.inputs import resolve_inputs
+    from vlm_retain.evaluate.generate.inputs import filter_lang, is_manifest, resolve_inputs
     from vlm_retain.evaluate.generate.run import transcribe_items
 
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
     config = GenerationConfig(batch_size=batch_size, max_new_tokens=max_new_tokens)
     items = resolve_inputs(inputs, split=split)
+    left_out = 0
+    if lang is not None and len(inputs) == 1 and is_manifest(inputs[0]):
+        kept = filter_lang(items, lang, path=inputs[0])
+        left_out, items = len(items) - len(kept), kept
     if backend == "tesseract":
         if model is not None or adapter is not None:
             raise InputError("the tesseract backend takes no --model or --adapter")
@@ -71,7 +84,12 @@ def transcribe(
     options: dict[str, object] = {}
     if backend == "hf":
         _quiet_transformers()
-        options = {"device": device, "dtype": dtype, "allow_pickle": allow_pickle}
+        options = {
+            "device": device,
+            "dtype": dtype,
+            "allow_pickle": allow_pickle,
+            "strict_adapter_base": not ignore_adapter_base,
+        }
     elif backend == "vllm" and dtype != "auto":
         options = {"dtype": dtype}
     engine = make_backend(
@@ -95,6 +113,8 @@ def transcribe(
         progress=progress,
         flush_every=batch_size,
     )
+    if left_out:
+        summary.notes.append(f"{left_out} records not in language {lang} left out")
     console.print(summary.line(), highlight=False, soft_wrap=True)
 
 

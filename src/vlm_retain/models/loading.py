@@ -196,8 +196,10 @@ def load_model(
 
     Bad inputs (no such model, no weights, pickle-only weights, no processor files, an unsupported
     architecture, an adapter for another base) raise :class:`InputError` with one line naming the
-    path. ``strict_adapter_base=False`` accepts an adapter whose recorded base name differs (a
-    renamed folder) as long as its tensors fit the model.
+    path. An adapter's recorded base may be a renamed folder or a copy of this model (the same
+    config and weight files) or a path relative to the adapter folder; ``strict_adapter_base=False``
+    (the commands' ``--ignore-adapter-base``) accepts any recorded base as long as the adapter's
+    tensors fit the model.
     """
     folder = resolve_model_path(path_or_id)
     family = detect_family(folder)
@@ -276,7 +278,13 @@ def _identity(name: str) -> str:
 
 
 def _check_adapter_base(adapter: Path, source: str, folder: Path, *, strict: bool) -> None:
-    """Refuse an adapter whose ``base_model_name_or_path`` names another model."""
+    """Refuse an adapter whose ``base_model_name_or_path`` names another model.
+
+    Accepted: the same name (hub id, cache snapshot or path), a path relative to the adapter
+    folder that resolves to ``folder``, or any local folder whose ``config.json`` equals ours and
+    whose weight files have the same names, sizes, headers and sampled bytes (a copy or renamed
+    folder of the base). ``strict=False`` (the ``--ignore-adapter-base`` flag) skips the check.
+    """
     config_file = adapter / "adapter_config.json"
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -285,15 +293,83 @@ def _check_adapter_base(adapter: Path, source: str, folder: Path, *, strict: boo
     base = config.get("base_model_name_or_path")
     if not base or not strict:
         return
+    base = str(base)
     expected = {_identity(source), _identity(str(folder))}
-    if _identity(str(base)) in expected:
+    if _identity(base) in expected:
+        return
+    recorded = _base_folder(base, adapter)
+    if recorded is not None and _same_model(recorded, folder):
         return
     raise InputError(
         f"adapter was trained on {base!r}, not on {source!r}",
         path=config_file,
         field="base_model_name_or_path",
-        hint="pass the adapter's base model (or strict_adapter_base=False for a renamed folder)",
+        hint="pass the adapter's base model, or --ignore-adapter-base if you know this model is "
+        "that base (moved or re-saved)",
     )
+
+
+def _base_folder(base: str, adapter: Path) -> Path | None:
+    """The local folder ``base`` names: relative to the adapter folder first (how a saved run
+    records it), else as given (a path, or a hub id in the local cache); ``None`` if none."""
+    path = Path(base).expanduser()
+    if not path.is_absolute() and (adapter / path).is_dir():
+        return (adapter / path).resolve()
+    if path.is_dir():
+        return path.resolve()
+    if _HUB_ID.match(base):
+        try:
+            return resolve_model_path(base)
+        except InputError:
+            return None
+    return None
+
+
+def _same_model(a: Path, b: Path) -> bool:
+    """The same folder, or the same config and the same weight files (names, sizes, headers,
+    sampled bytes)."""
+    try:
+        if a.resolve() == b.resolve() or a.samefile(b):
+            return True
+        config_a = json.loads((a / "config.json").read_text(encoding="utf-8"))
+        config_b = json.loads((b / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if config_a != config_b:
+        return False
+    try:
+        prints_a, prints_b = _weight_fingerprints(a), _weight_fingerprints(b)
+    except OSError:
+        return False
+    return bool(prints_a) and prints_a == prints_b
+
+
+_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.pt")
+_SAMPLES, _SAMPLE_BYTES = 64, 4096
+
+
+def _weight_fingerprints(folder: Path) -> list[tuple[str, int, bytes]]:
+    """``(name, size, print)`` of every weight file, cheap to compute (no tensor is loaded).
+
+    ``print`` is the safetensors header (tensor names, dtypes, shapes, offsets) followed by 64
+    evenly spaced 4 KiB samples of the file, so two folders with the same layout but other
+    values (another seed, a full fine-tune of the base) do not pass for copies.
+    """
+    files = sorted({file for pattern in _WEIGHT_PATTERNS for file in folder.glob(pattern)})
+    prints = []
+    for file in files:
+        size = file.stat().st_size
+        parts = []
+        with file.open("rb") as handle:
+            if file.suffix == ".safetensors":
+                length = int.from_bytes(handle.read(8), "little")
+                parts.append(handle.read(min(length, 100_000_000)))
+            step = max(size // _SAMPLES, 1)
+            for offset in range(0, size, step)[:_SAMPLES]:
+                handle.seek(offset)
+                parts.append(handle.read(_SAMPLE_BYTES))
+        prints.append((file.name, size, b"".join(parts)))
+    return prints
 
 
 def _check_adapter_shapes(adapter: Path, model: Any) -> None:

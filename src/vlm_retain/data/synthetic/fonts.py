@@ -47,6 +47,13 @@ FONTS: tuple[FontSpec, ...] = (
     FontSpec("Kaushan Script", "KaushanScript-Regular.otf", ("latin",), "hand", "OFL-1.1"),
     FontSpec("Comic Neue", "ComicNeue-Regular.otf", ("latin",), "hand", "OFL-1.1"),
     FontSpec(
+        "Steve Hand",
+        "SteveHand.ttf",
+        ("latin", "cyrillic"),
+        "hand",
+        "GPL-2.0-or-later WITH Font-exception-2.0",
+    ),
+    FontSpec(
         "Old Standard", "OldStandard-Regular.ttf", ("latin", "cyrillic"), "historical", "OFL-1.0"
     ),
     FontSpec(

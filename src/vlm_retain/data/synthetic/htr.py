@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, features
 from rich.progress import Progress
 
 from vlm_retain.data.card import SkipLog, build_card, write_card
@@ -150,6 +150,16 @@ def validate(options: HtrOptions) -> None:
             )
     if len(set(options.langs)) != len(options.langs):
         raise InputError("a language is listed twice in --langs", field="langs")
+    if "ar" in options.langs and not features.check("raqm"):
+        raise InputError(
+            "Arabic lines need Pillow with raqm (text shaping and right-to-left layout), "
+            "which this Pillow lacks",
+            field="langs",
+            hint="install the Pillow wheel from PyPI (pip install --force-reinstall pillow), "
+            "which bundles raqm; it loads the system FriBiDi library, so a system without it "
+            "also needs libfribidi (Debian/Ubuntu: apt-get install libfribidi0); or leave ar "
+            "out of --langs",
+        )
     if options.per_lang < 1:
         raise InputError(f"--per-lang must be at least 1, got {options.per_lang}", field="per_lang")
     if options.height < PATCH_GRID or options.height % PATCH_GRID:

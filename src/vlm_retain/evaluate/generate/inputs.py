@@ -114,6 +114,25 @@ def from_manifest(path: Path, *, split: str | None = None) -> list[Item]:
     ]
 
 
+def filter_lang(items: list[Item], lang: str, *, path: Path | None = None) -> list[Item]:
+    """The manifest items in language ``lang`` (our code, a Tesseract name, or ``+``-joined
+    codes such as ``rus+eng``); an :class:`InputError` when none is."""
+    from vlm_retain.evaluate.generate.tesseract import LANGS as TESSERACT_LANGS
+
+    iso = {name: code for code, name in TESSERACT_LANGS.items()}
+    wanted = {iso.get(part, part) for part in lang.split("+") if part}
+    kept = [item for item in items if item.lang in wanted]
+    if not kept:
+        found = sorted({item.lang for item in items if item.lang})
+        raise InputError(
+            f"no records in language {lang!r}"
+            + (f" (the manifest has {', '.join(found)})" if found else " (no record has a lang)"),
+            path=path,
+            hint="pass one of the manifest's languages to --lang, or leave --lang out",
+        )
+    return kept
+
+
 def _unique(items: list[Item]) -> list[Item]:
     """Drop exact repeats (the same file named twice); refuse two files with one id."""
     seen: dict[str, Path] = {}

@@ -2,8 +2,9 @@
 items in, one JSON line per item out, resumable, with errors counted instead of fatal.
 
 Output line: ``{"id", "image", "prediction", "reference" (when the input has one), "meta"}``;
-``meta`` holds the manifest's fields (lang, source, split, meta), ``n_tokens`` and, for an image
-that could not be used, ``error`` (the prediction is then empty, so a scorer counts it wrong
+``meta`` holds the manifest record's lang, source and split with the record's own ``meta`` fields
+merged in at the same level (not nested), then ``n_tokens`` and, for an image that could not be
+used, ``error`` (the prediction is then empty, so a scorer counts it wrong
 rather than silently skipping it).
 """
 
@@ -39,6 +40,7 @@ class Summary:
     seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     first_error: tuple[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         rate = self.generated / self.seconds if self.seconds > 0 else 0.0
@@ -57,6 +59,8 @@ class Summary:
             )
         else:
             text += "; no errors"
+        for note in self.notes:
+            text += f"; {note}"
         return f"{text} -> {self.out}"
 
 
