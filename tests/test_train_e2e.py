@@ -76,6 +76,10 @@ def test_each_objective_is_logged(data, tmp_path: Path, objectives: dict, part: 
     if part is not None:
         assert all(part in r for r in records)
         assert records[-1][part] >= 0
+    if part == "kl":
+        # step 1's KL is measured before the first update (~0); after it the model has moved
+        assert records[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+        assert any(r["kl"] > 1e-6 for r in records[1:]), [r["kl"] for r in records]
     if part in ("l2sp", "ewc"):
         assert records[0][part] == 0.0  # at the start the weights are the anchor
         assert records[-1][part] > 0.0
@@ -191,3 +195,67 @@ def test_failure_before_training_leaves_no_run_folder(data, tmp_path: Path) -> N
     with pytest.raises(InputError, match="replay"):
         _run(data, tmp_path / "run", data={"replay": [{"manifest": str(tmp_path / "nothing")}]})
     assert not (tmp_path / "run").exists()
+
+
+def _weights(folder: Path) -> dict[str, Any]:
+    from vlm_retain.models.loading import load_model
+
+    loaded = load_model(folder, device="cpu")
+    return loaded, {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["llm-attn+vision", "llm-attn+vision-top-1"])
+def test_vision_presets_train_exactly_the_vision_parameters_they_name(data, tmp_path, mode):
+    from vlm_retain.models.registry import module_groups
+    from vlm_retain.train.presets import vision_top_k_params
+
+    _run(data, tmp_path / "run", tuning={"mode": mode}, train={"max_steps": 2})
+    base_loaded, base = _weights(data["model"])
+    _, final = _weights(tmp_path / "run" / "final")
+    vision = module_groups(base_loaded.model, base_loaded.family)["vision"]
+    named = set(vision)
+    if mode.endswith("top-1"):
+        named = set(vision_top_k_params(base_loaded.model, base_loaded.family, 1))
+        assert named and len(named) < len(vision)
+    changed = {n for n in vision if not (final[n] == base[n]).all()}
+    assert changed == named, sorted(changed ^ named)[:5]
+    summary = read_json(tmp_path / "run" / "train_summary.json")
+    assert summary["components"] == ["vision", "llm"]
+
+
+def test_ewc_fisher_is_estimated_again_when_the_inputs_change(data, tmp_path: Path) -> None:
+    """The Fisher's cache key covers what the model sees: the pixel budget and the replay's
+    tasks (a stale Fisher would anchor the wrong weights silently)."""
+    ewc = {"ewc": {"weight": 1.0, "samples": 2, "cache_dir": str(tmp_path / "fisher")}}
+
+    def run(name: str, max_pixels: int, tasks: list[str] | None = None) -> Any:
+        raw = base_config(data, tmp_path / name, objectives=ewc, train={"max_steps": 1})
+        raw["data"]["max_pixels"] = max_pixels
+        if tasks:
+            raw["data"]["replay"][0]["tasks"] = tasks
+        return train(config_from_dict(raw), hooks=QUIET).summary["fisher"]
+
+    first = run("a", 28 * 28 * 8)
+    assert first["cached"] is False
+    assert run("b", 28 * 28 * 8)["cached"] is True
+    smaller = run("c", 28 * 28 * 2)  # the world's 56x56 scenes now shrink
+    assert smaller["cached"] is False and smaller["path"] != first["path"]
+    captions = run("d", 28 * 28 * 8, tasks=["caption"])
+    assert captions["cached"] is False and captions["path"] != first["path"]
+
+
+def test_overwrite_then_early_crash_leaves_no_half_written_folder(data, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _run(data, run_dir, train={"max_steps": 1})
+    assert (run_dir / "final").is_dir()
+
+    def crash(step: int) -> None:
+        raise RuntimeError(f"simulated crash at step {step}")
+
+    hooks = TrainHooks(on_step=crash, console=None)
+    raw = base_config(data, run_dir, train={"max_steps": 4, "save_every_steps": 100})
+    raw["data"]["max_pixels"] = 28 * 28 * 8
+    with pytest.raises(RuntimeError, match="simulated crash at step 1"):
+        train(config_from_dict(raw), overwrite=True, hooks=hooks)
+    assert not run_dir.exists()  # the old run was replaced by design; nothing half-written

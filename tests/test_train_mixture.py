@@ -264,7 +264,7 @@ def test_bad_sources_are_named_input_errors(tmp_path):
             "train": {"output_dir": "o"},
         }
     ).data.replay[0]
-    with pytest.raises(InputError, match=r"benchmark folder has no manifest\.jsonl"):
+    with pytest.raises(InputError, match=r"no manifest\.jsonl and no benchmark layout found"):
         replay_source_samples(src, counter=simple_counter)
 
 
@@ -293,6 +293,114 @@ def test_build_mixture_from_the_config(tmp_path):
     samples = mixture.epoch(0)
     assert set(Mixture.stats(samples)) == {"synth-htr", "world-vqa"}
     assert all(s.task == "vqa" for s in samples if s.replay)
+
+
+# --- replay from a benchmark's own layout -----------------------------------------------------
+
+
+def _replay_src(**source) -> object:
+    return config_from_dict(
+        {
+            "model": {"path": "m"},
+            "data": {"target": [{"manifest": "t"}], "replay": [source], "replay_share": 0.1},
+            "train": {"output_dir": "o"},
+        }
+    ).data.replay[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vlm_retain.data.synthetic.world import WorldOptions, synth_world
+
+    root = tmp_path_factory.mktemp("bench") / "world"
+    options = WorldOptions(n=16, workers=1, sign_share=0.0, image_size=56, sign_image_size=168)
+    synth_world(root, options, progress=False)
+    return root
+
+
+def test_majority_answer_ties_are_deterministic():
+    from vlm_retain.train.benchmark_replay import majority_answer
+
+    assert majority_answer(["yes"] * 6 + ["no"] * 4) == "yes"
+    assert majority_answer(["two", "2", "2", "two", " "]) == "2"  # tie: alphabetically first
+    assert majority_answer(["two", "2", "2", "two"][::-1]) == "2"  # whatever the order
+    assert majority_answer(["", "  "]) is None
+
+
+def test_replay_from_a_vqav2_layout(tiny_world: Path):
+    """The world's vqav2/ folder has no manifest: it is read as the VQAv2 layout it is."""
+    import json
+
+    from vlm_retain.data.prompts import VQA_PROMPT
+    from vlm_retain.train.benchmark_replay import majority_answer
+
+    folder = tiny_world / "vqav2"
+    assert not (folder / "manifest.jsonl").exists()
+    samples = replay_source_samples(_replay_src(benchmark=str(folder)), counter=simple_counter)
+    questions = json.loads(
+        (folder / "Questions" / "v2_OpenEnded_mscoco_train_questions.json").read_text()
+    )["questions"]
+    annotations = json.loads(
+        (folder / "Annotations" / "v2_mscoco_train_annotations.json").read_text()
+    )["annotations"]
+    assert len(samples) == len(annotations) > 0  # split train by default
+    by_id = {s.id: s for s in samples}
+    question_of = {q["question_id"]: q["question"] for q in questions}
+    for ann in annotations:
+        sample = by_id[f"vqav2:{ann['question_id']}"]
+        answer = majority_answer([a["answer"] for a in ann["answers"]])
+        assert sample.answer == answer == ann["multiple_choice_answer"]
+        assert sample.prompt == VQA_PROMPT.format(question=question_of[ann["question_id"]])
+        assert sample.image.is_file() and "/train/" in str(sample.image)
+        assert sample.size == (56, 56)
+        assert sample.tokens == simple_counter(sample.prompt, sample.answer, (56, 56))
+        assert sample.replay and sample.task == "vqa" and sample.source == "vqav2"
+    val = replay_source_samples(
+        _replay_src(benchmark=str(folder), split="val", name="general"), counter=simple_counter
+    )
+    assert {s.source for s in val} == {"general"}
+    assert not {s.id for s in val} & set(by_id)
+    with pytest.raises(InputError, match="is empty: no caption items"):
+        replay_source_samples(
+            _replay_src(benchmark=str(folder), tasks=["caption"]), counter=simple_counter
+        )
+
+
+def test_replay_from_caption_layouts_one_seeded_reference_per_image(tiny_world: Path):
+    from vlm_retain.data.prompts import CAPTION_PROMPT
+
+    src = _replay_src(benchmark=str(tiny_world / "karpathy"))
+    first = replay_source_samples(src, counter=simple_counter, seed=1)
+    again = replay_source_samples(src, counter=simple_counter, seed=1)
+    other = replay_source_samples(src, counter=simple_counter, seed=2)
+    assert {s.source for s in first} == {"coco", "flickr30k"}
+    assert all(s.prompt == CAPTION_PROMPT and s.task == "caption" for s in first)
+    ids = [s.id for s in first]
+    assert len(ids) == len(set(ids))  # one sample per image
+    assert [s.answer for s in first] == [s.answer for s in again]
+    assert [s.answer for s in first] != [s.answer for s in other]
+
+
+def test_parquet_benchmarks_are_refused_for_replay(tmp_path: Path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    answers = [[{"answer": "yes", "answer_confidence": "yes", "answer_id": 1}]]
+    rows = {
+        "question_id": [1],
+        "question": ["Is it?"],
+        "answers": answers,
+        "image": [{"bytes": buffer.getvalue(), "path": "a.png"}],
+    }
+    folder = tmp_path / "VQAv2"
+    folder.mkdir()
+    pq.write_table(pa.table(rows), folder / "train-00000-of-00001.parquet")
+    with pytest.raises(InputError, match=r"parquet .*export the images to files first"):
+        replay_source_samples(_replay_src(benchmark=str(folder)), counter=simple_counter)
 
 
 # --- self-replay -----------------------------------------------------------------------------

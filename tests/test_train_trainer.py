@@ -119,6 +119,104 @@ def test_resume_hash_ignores_length_and_reporting(tmp_path: Path) -> None:
     assert config_differences(resolve(a), resolve(b)) == ["train.lr"]
 
 
+def test_resume_refusal_lists_every_key_allowed_to_change(tmp_path: Path) -> None:
+    import re
+
+    from vlm_retain.train.checkpoint import RESUME_FREE_KEYS, check_compatible, resume_hash
+    from vlm_retain.train.config import resolve
+
+    old = _cfg(tmp_path)
+    state = {"resume_hash": resume_hash(old), "config": resolve(old), "num_processes": 1}
+    with pytest.raises(InputError, match=r"differs in train\.lr") as info:
+        check_compatible(state, _cfg(tmp_path, lr=5e-4), tmp_path, 1)
+    for key in RESUME_FREE_KEYS:
+        assert key in str(info.value), key
+    docs = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
+    paragraph = docs[docs.index("A checkpoint written with another config") :].split("\n\n")[0]
+    documented = set(re.findall(r"`([a-z_.]+)`", paragraph.split("may change")[0]))
+    assert documented == set(RESUME_FREE_KEYS)
+
+
+def test_model_adapter_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    from vlm_retain.train.trainer import train
+
+    raw = base_config({"model": tmp_path / "m", "htr": tmp_path, "world": tmp_path}, tmp_path / "r")
+    raw["model"]["adapter"] = str(tmp_path / "adapter")
+    with pytest.raises(InputError, match=r"model\.adapter.*not supported.*merge-into-base"):
+        train(config_from_dict(raw))
+    assert not (tmp_path / "r").exists()
+
+
+class _FakePlugin:
+    """What ``accelerator.state.deepspeed_plugin`` exposes: the live DeepSpeed config dict, as
+    accelerate's default ZeRO-2 plugin fills it from configs/accelerate/deepspeed-zero2.yaml."""
+
+    def __init__(self) -> None:
+        self.deepspeed_config = {
+            "train_batch_size": "auto",
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto",
+            "zero_optimization": {"stage": 2},
+        }
+
+
+def test_deepspeed_config_gets_batch_accumulation_and_clipping_from_the_run(tmp_path: Path):
+    from vlm_retain.train.trainer import configure_deepspeed
+
+    assert configure_deepspeed(None, _cfg(tmp_path), 1) == {}  # no DeepSpeed: nothing to do
+    plugin = _FakePlugin()
+    config = _cfg(tmp_path, batch_size=3, grad_accum=4, max_grad_norm=0.5)
+    configure_deepspeed(plugin, config, 2)
+    ds = plugin.deepspeed_config
+    assert ds["train_micro_batch_size_per_gpu"] == 3  # accelerate refuses "auto" w/o a loader
+    assert ds["gradient_accumulation_steps"] == 4
+    assert ds["train_batch_size"] == 3 * 4 * 2
+    assert ds["gradient_clipping"] == 0.5  # accelerate would fill "auto" with 1.0
+    assert ds["zero_optimization"] == {"stage": 2}
+    plugin = _FakePlugin()
+    configure_deepspeed(plugin, _cfg(tmp_path, max_grad_norm=None), 1)
+    assert plugin.deepspeed_config["gradient_clipping"] == 0.0  # DeepSpeed: no clipping
+
+
+def test_grad_norm_is_null_when_deepspeed_reports_none() -> None:
+    import contextlib
+
+    import torch
+
+    from vlm_retain.train.trainer import _optimizer_step
+
+    class Accel:
+        sync_gradients = True
+
+        def accumulate(self, model):
+            return contextlib.nullcontext()
+
+        def backward(self, loss):
+            loss.backward()
+
+        def clip_grad_norm_(self, params, max_norm):
+            return None  # DeepSpeed without a norm to report
+
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    batch = {"attention_mask": torch.ones(1, 2)}
+    parts, tokens, grad_norm = _optimizer_step(
+        Accel(),
+        lambda **kw: None,
+        optimizer,
+        [],
+        [(0, 0, batch)],
+        None,
+        [weight],
+        1.0,
+        lambda objectives, b, out: ((weight**2).sum(), {"ce": 1.0}),
+        lambda b: {},
+        lambda b, loaded: b,
+    )
+    assert grad_norm is None and tokens == 2 and parts == {"ce": [1.0]}
+
+
 def test_retention_watch_keeps_the_last_good_step() -> None:
     from vlm_retain.train.probe import ProbeResult, RetentionWatch, retention
 

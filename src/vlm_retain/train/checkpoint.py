@@ -293,8 +293,9 @@ def check_compatible(
             "checkpoint was written with another config"
             + (f" (differs in {', '.join(keys[:6])})" if keys else ""),
             path=folder,
-            hint="resume with the run's own config.yaml (only train.max_steps, epochs, "
-            "save_every_steps, keep_checkpoints and report_to may change), or start a new run",
+            hint="resume with the run's own config.yaml (only "
+            + ", ".join(RESUME_FREE_KEYS)
+            + " may change), or start a new run",
         )
     if state.get("num_processes", 1) != processes:
         raise InputError(

@@ -64,7 +64,12 @@ class ModelConfig(_Section):
 
     path: str = Field(description="model folder or hub id (resolved from the local cache only)")
     adapter: str | None = Field(
-        None, description="PEFT adapter folder to start from (continue training it)"
+        None,
+        description=(
+            "not supported by train yet (must stay null): continuing a PEFT adapter is refused; "
+            "merge it into the base first (vlm-retain merge wise-ft --alpha 1 --adapter A "
+            "--merge-into-base) and train on the merged model"
+        ),
     )
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="weights dtype when loading: auto = bf16 on a capable GPU, else fp32"
@@ -255,13 +260,21 @@ class ReplaySource(_Section):
     """A replay source: general data mixed in so the model keeps its skills.
 
     Give exactly one of ``manifest`` (any manifest: ocr, vqa, caption records), ``world`` (a
-    ``data synth world`` folder; its manifest is used) or ``benchmark`` (a benchmark folder that
-    holds a ``manifest.jsonl``; raw benchmark layouts are not read here yet).
+    ``data synth world`` folder; its manifest is used) or ``benchmark`` (a folder with a
+    ``manifest.jsonl``, or a benchmark in its own layout: VQAv2, TextVQA, DocVQA, COCO captions,
+    Flickr30k, with image files; parquet shards are refused). ``split`` defaults to ``train``
+    (matched to ``train2014``... in real benchmarks); see :mod:`vlm_retain.train.benchmark_replay`.
     """
 
     manifest: str | None = Field(None, description="manifest folder or manifest.jsonl")
     world: str | None = Field(None, description="synthetic world folder (data synth world)")
-    benchmark: str | None = Field(None, description="benchmark folder with a manifest.jsonl")
+    benchmark: str | None = Field(
+        None,
+        description=(
+            "benchmark folder: a manifest.jsonl, or VQAv2/TextVQA/DocVQA/COCO/Flickr30k in their "
+            "own layout (VQA: majority answer; captions: one reference per image)"
+        ),
+    )
     split: Literal["train", "val", "test"] = Field("train", description="split to draw from")
     tasks: list[Literal["ocr", "vqa", "caption"]] | None = Field(
         None, description="record tasks to use (null: every trainable task: ocr, vqa, caption)"
@@ -422,7 +435,8 @@ class EWCConfig(_Section):
     data: str | None = Field(
         None,
         description=(
-            "manifest/world folder for the Fisher (null: the first replay source, else probe.data)"
+            "manifest, world or benchmark folder for the Fisher, split train (null: the first "
+            "replay source with its split and tasks, else probe.data)"
         ),
     )
     cache_dir: str = Field(

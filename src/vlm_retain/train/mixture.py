@@ -13,10 +13,12 @@ over the run. Target samples are all used every epoch (``weight`` repeats or sub
 
 Sources (see :class:`~vlm_retain.train.config.ReplaySource`): any manifest (``ocr`` records get
 the OCR prompt, ``vqa`` records their ``meta.question``, ``caption`` records the caption prompt),
-the synthetic world's manifest, or a benchmark folder that holds a ``manifest.jsonl`` (raw
-benchmark layouts such as VQAv2 JSON are not read here; the world writes both, real benchmarks
-need importing first). Self-replay (:func:`self_replay_samples`) answers general prompts with the
-base model once, caches the answers as a manifest, and uses them as replay targets.
+the synthetic world's manifest, or a benchmark: a folder holding a ``manifest.jsonl`` is read
+as a manifest, any other folder in its own layout (VQAv2, TextVQA, DocVQA, COCO, Flickr30k)
+through the data layer's loaders (:mod:`~vlm_retain.train.benchmark_replay`: VQA questions with
+their majority answer, one reference caption per image). Self-replay
+(:func:`self_replay_samples`) answers general prompts with the base model once, caches the
+answers as a manifest, and uses them as replay targets.
 """
 
 from __future__ import annotations
@@ -339,14 +341,31 @@ def replay_source_samples(
     counter: Callable[[str, str, tuple[int, int] | None], int],
     prompt: str = DEFAULT_OCR_PROMPT,
     caption_prompt: str = DEFAULT_CAPTION_PROMPT,
+    seed: int = 0,
+    what: str | None = None,
 ) -> list[Sample]:
-    """The samples of one configured replay source (manifest, world or benchmark folder)."""
+    """The samples of one configured replay source (manifest, world or benchmark folder).
+
+    A ``benchmark`` folder without a ``manifest.jsonl`` is read in its own layout
+    (:func:`~vlm_retain.train.benchmark_replay.benchmark_samples`; ``seed`` picks each image's
+    reference caption). ``what`` names the source in errors (default ``replay <kind>``).
+    """
     path = Path(src.path)
+    what = what or f"replay {src.kind}"
     if src.kind == "benchmark" and not (path / MANIFEST_NAME).is_file() and not path.is_file():
-        raise InputError(
-            f"replay benchmark folder has no {MANIFEST_NAME}",
-            path=path,
-            hint="raw benchmark layouts are not read for replay yet; import it to a manifest",
+        from vlm_retain.train.benchmark_replay import benchmark_samples
+
+        if not path.is_dir():
+            raise InputError(f"{what}: no such folder", path=path)
+        return benchmark_samples(
+            path,
+            counter=counter,
+            split=src.split,
+            source=src.name,
+            tasks=src.tasks,
+            caption_prompt=caption_prompt,
+            seed=seed,
+            what=what,
         )
     return load_samples(
         path,
@@ -357,7 +376,7 @@ def replay_source_samples(
         tasks=src.tasks,
         prompt=prompt,
         caption_prompt=caption_prompt,
-        what=f"replay {src.kind}",
+        what=what,
     )
 
 
@@ -652,7 +671,11 @@ def build_mixture(
     if data.replay_share > 0:
         for src in data.replay:
             samples = replay_source_samples(
-                src, counter=counter, prompt=data.prompt, caption_prompt=data.caption_prompt
+                src,
+                counter=counter,
+                prompt=data.prompt,
+                caption_prompt=data.caption_prompt,
+                seed=seed,
             )
             replay += samples
             for name in {s.source for s in samples}:

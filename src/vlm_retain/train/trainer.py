@@ -172,6 +172,31 @@ def oom_error(config: RunConfig, checkpointing: bool) -> InputError:
     return InputError("out of memory during training", hint="lower " + "; ".join(tips))
 
 
+def configure_deepspeed(plugin: Any, config: RunConfig, num_processes: int) -> dict[str, Any]:
+    """Fill the DeepSpeed config's batch, accumulation and clipping from the run config.
+
+    The loop prepares only the model and optimizer (its batches come from :class:`BatchStream`,
+    not a DataLoader), so accelerate cannot infer ``train_micro_batch_size_per_gpu`` from a
+    dataloader and refuses an ``"auto"`` value; and it fills an ``"auto"``
+    ``gradient_clipping`` with 1.0 whatever ``train.max_grad_norm`` says. Call this before
+    ``accelerator.prepare`` with ``accelerator.state.deepspeed_plugin`` (None when DeepSpeed is
+    not in use: nothing happens). ``train.max_grad_norm: null`` becomes 0.0 (DeepSpeed: off).
+    Returns the values written (empty without a plugin).
+    """
+    if plugin is None:
+        return {}
+    ds = plugin.deepspeed_config
+    tc = config.train
+    values: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": tc.batch_size,
+        "gradient_accumulation_steps": tc.grad_accum,
+        "train_batch_size": tc.batch_size * tc.grad_accum * num_processes,
+        "gradient_clipping": float(tc.max_grad_norm) if tc.max_grad_norm is not None else 0.0,
+    }
+    ds.update(values)
+    return values
+
+
 def enable_checkpointing(model: Any) -> None:
     """Gradient checkpointing without the reentrant variant (works with frozen inputs/PEFT)."""
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -246,35 +271,43 @@ def learning_rates(config: RunConfig) -> dict[str, float]:
 
 
 def fisher_batches(config: RunConfig, loaded: Any, counter: Any, collator_for: Any) -> tuple:
-    """One-sample batches of general data for EWC's Fisher, and a hash naming them."""
+    """One-sample batches of general data for EWC's Fisher, and a hash naming them.
+
+    The data is ``objectives.ewc.data`` (split train; a manifest, world or benchmark folder),
+    else the first replay source with its own split and tasks, else ``probe.data``. The hash is
+    the content of the encoded batches (:func:`~vlm_retain.train.fisher.hash_batches`): it
+    changes with anything that changes what the model sees (the samples drawn, prompts,
+    ``data.max_pixels``, split, tasks, the processor), so a cached Fisher is never stale. Cost:
+    encoding ``objectives.ewc.samples`` samples, even when the Fisher is then read from cache.
+    """
     import numpy as np
 
-    from vlm_retain.data.card import manifest_hash
-    from vlm_retain.data.manifest import manifest_path
-    from vlm_retain.train.mixture import load_samples
+    from vlm_retain.models.loading import batch_to
+    from vlm_retain.train.config import ReplaySource
+    from vlm_retain.train.fisher import hash_batches
+    from vlm_retain.train.mixture import replay_source_samples
 
     ewc = config.objectives.ewc
-    source = ewc.data
-    if source is None and config.data.replay:
-        source = config.data.replay[0].path
-    if source is None:
-        source = config.probe.data
-    samples = load_samples(
-        source,
+    if ewc.data is not None:
+        src = ReplaySource(benchmark=ewc.data)
+    elif config.data.replay:
+        src = config.data.replay[0]
+    else:
+        src = ReplaySource(benchmark=config.probe.data)
+    samples = replay_source_samples(
+        src,
         counter=counter,
-        split="train",
-        replay=True,
         prompt=config.data.prompt,
         caption_prompt=config.data.caption_prompt,
+        seed=config.train.seed,
         what="EWC Fisher data (objectives.ewc.data)",
     )
     rng = np.random.default_rng([config.train.seed, 0xF15])
     chosen = [samples[int(i)] for i in rng.permutation(len(samples))[: ewc.samples]]
     collator = collator_for(sorted({s.source for s in chosen}))
-    data_hash = f"{manifest_hash(manifest_path(Path(source)))}:{config.train.seed}:{ewc.samples}"
-    from vlm_retain.models.loading import batch_to
-
-    return (batch_to(collator([s]), loaded) for s in chosen), data_hash, len(chosen)
+    encoded = [collator([s]) for s in chosen]
+    data_hash = hash_batches(encoded)
+    return (batch_to(b, loaded) for b in encoded), data_hash, len(chosen)
 
 
 def build_objectives(config: RunConfig, tuned: Any, sources: list[str], fisher: Any) -> list[Any]:
@@ -338,7 +371,10 @@ def train(
     if config.model.adapter is not None:
         raise InputError(
             "model.adapter: continuing an adapter is not supported by train yet",
-            hint="merge it into the base first, or start a new adapter",
+            field="model.adapter",
+            hint="merge it into the base first (vlm-retain merge wise-ft --base B --adapter A "
+            "--alpha 1 --merge-into-base --out M) and set model.path to M, or remove "
+            "model.adapter to train a new adapter",
         )
     kwargs = []
     if config.tuning.trains("vision") or config.tuning.trains("projector"):
@@ -462,6 +498,7 @@ def train(
         num_warmup_steps=math.ceil(tc.warmup_ratio * steps),
         num_training_steps=steps,
     )
+    configure_deepspeed(accelerator.state.deepspeed_plugin, config, accelerator.num_processes)
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -482,7 +519,10 @@ def train(
         say(f"resumed from {resume_from} (step {pos.step})")
 
     # -- the run folder: created only now -------------------------------------------------------
-    created = not run_dir.exists() or not any(run_dir.iterdir())
+    # created: this run owns the folder, so a failure before its first checkpoint removes it.
+    # An overwritten folder counts as created: the old run is deleted right below, and what
+    # would be left after an early crash is only this run's half-written start.
+    created = not run_dir.exists() or not any(run_dir.iterdir()) or overwrite
     if accelerator.is_main_process:
         if overwrite and run_dir.exists():
             shutil.rmtree(run_dir)
@@ -706,7 +746,9 @@ def _optimizer_step(
             loss, parts = combine(objectives, batch, outputs)
             accelerator.backward(loss)
             if accelerator.sync_gradients and max_grad_norm is not None:
-                grad_norm = float(accelerator.clip_grad_norm_(trainable, max_grad_norm))
+                # DeepSpeed clips inside its own step and may report no norm (None)
+                norm = accelerator.clip_grad_norm_(trainable, max_grad_norm)
+                grad_norm = float(norm) if norm is not None else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         for key, value in parts.items():
