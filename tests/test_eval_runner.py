@@ -157,3 +157,219 @@ def test_general_tasks_including_captions_and_retrieval(setup, tmp_path: Path) -
     assert (tmp_path / "coco-retrieval" / "scores.npy").is_file()
     settings = json.loads((tmp_path / "coco-retrieval" / "scores.settings.json").read_text())
     assert settings["task"] == "coco-retrieval"
+
+
+# ---------------------------------------------------------------- review fixes (issue 5)
+
+
+def test_run_stopped_while_scoring_resumes_by_scoring(setup, tmp_path: Path, monkeypatch) -> None:
+    import vlm_retain.evaluate.runner as runner_module
+
+    root, model = setup
+    tasks = discover("ocr", [root / "htr"])
+    original_score = runner_module.score_file
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "score_file", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(_settings(model), tmp_path, progress=False).run(tasks)
+    folder = tmp_path / "ocr"
+    assert (folder / "predictions.jsonl").is_file() and not (folder / "results.json").exists()
+    stamp = read_json(folder / "predictions.settings.json")
+    assert stamp["settings"]["model"] == str(Path(model).resolve())
+
+    monkeypatch.setattr(runner_module, "score_file", original_score)
+
+    def no_generation(self, requests):
+        raise AssertionError("complete predictions must not be generated again")
+
+    monkeypatch.setattr(HFBackend, "generate", no_generation)
+    # other settings over the complete predictions are refused, naming what differs
+    with pytest.raises(Exception, match=r"other settings.*max_new_tokens"):
+        Runner(_settings(model, max_new_tokens=3), tmp_path, progress=False).run(tasks)
+    # the same model by a relative path is the same settings: scored, nothing generated
+    monkeypatch.chdir(Path(model).parent)
+    (outcome,) = Runner(_settings(Path(model).name), tmp_path, progress=False).run(tasks)
+    assert outcome.status == "done" and outcome.n == 4
+    results = read_json(folder / "results.json")
+    assert results["provenance"]["timing"]["items"] == 4  # the generation's own record
+    assert results["provenance"]["settings"]["dtype"] == "auto"
+    (again,) = Runner(_settings(str(model)), tmp_path, progress=False).run(tasks)
+    assert again.status == "cached"
+
+
+def test_settings_record_resolved_local_paths_and_hub_ids_as_given(tmp_path, monkeypatch) -> None:
+    from vlm_retain.evaluate.tasks import get_task
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path)
+    local = EvalSettings(model="m", adapter="./a").for_task(get_task("ocr"))
+    assert local["model"] == str(tmp_path.resolve() / "m")
+    assert local["adapter"] == str(tmp_path.resolve() / "a")
+    hub = EvalSettings(model="Qwen/Qwen2.5-VL-7B-Instruct", dtype="bf16").for_task(get_task("ocr"))
+    assert hub["model"] == "Qwen/Qwen2.5-VL-7B-Instruct" and hub["adapter"] is None
+    assert hub["dtype"] == "bf16"
+
+
+def _world_copy(root: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(root / "world", dest)
+    return dest
+
+
+def test_every_task_is_validated_before_any_runs(setup, tmp_path: Path) -> None:
+    root, _ = setup
+    world = _world_copy(root, tmp_path / "world")
+    (world / "karpathy" / "dataset_flickr30k.json").write_text("{", encoding="utf-8")
+    tasks = discover("general", [world])
+    assert next(iter(tasks)) == "coco"  # coco would run first
+    out = tmp_path / "eval"
+    # a model that cannot load: the run must stop on the data, before loading or running
+    settings = EvalSettings(model=str(tmp_path / "no-model"), limit=2)
+    with pytest.raises(Exception, match=r"dataset_flickr30k\.json"):
+        Runner(settings, out, progress=False).run(tasks)
+    assert not out.exists()
+
+
+def test_repeated_data_combines_ocr_and_refuses_two_copies(setup, tmp_path: Path) -> None:
+    import shutil
+
+    from vlm_retain.evaluate.tasks import get_task
+
+    root, _ = setup
+    # the same folder twice (or nested) is one source
+    assert discover("ocr", [root / "htr", root / "htr"])["ocr"] == [(root / "htr").resolve()]
+    # two OCR manifests: items of both, ids prefixed by folder name when they collide
+    other = tmp_path / "other"
+    shutil.copytree(root / "htr", other)
+    sources = discover("ocr", [root / "htr", other])["ocr"]
+    assert len(sources) == 2
+    single = get_task("ocr").load([root / "htr"])
+    both = get_task("ocr").load(sources)
+    assert len(both) == 2 * len(single)
+    assert {i.id for i in both} == {f"{f}/{i.id}" for f in ("htr", "other") for i in single}
+    assert len({i.id for i in both}) == len(both)
+    # same folder name and colliding ids: refused with both paths
+    (tmp_path / "x").mkdir()
+    shutil.copytree(root / "htr", tmp_path / "x" / "htr")
+    with pytest.raises(Exception, match="separate runs"):
+        get_task("ocr").load(discover("ocr", [root / "htr", tmp_path / "x"])["ocr"])
+    # two copies of a general benchmark: one error naming both, before anything runs
+    world = _world_copy(root, tmp_path / "world2")
+    with pytest.raises(Exception, match=r"two copies found .*world2") as error:
+        discover("general", [root / "world", world])
+    assert str(root / "world") in str(error.value) or "world" in str(error.value)
+    # loaders themselves never pick one of two copies silently
+    coco = [
+        root / "world" / "karpathy" / "dataset_coco.json",
+        world / "karpathy" / "dataset_coco.json",
+    ]
+    with pytest.raises(Exception, match=r"several dataset_coco\.json"):
+        get_task("coco").load(coco)
+
+
+def test_broken_gallery_image_is_dropped_with_its_captions(
+    setup, tmp_path: Path, monkeypatch
+) -> None:
+    from vlm_retain.data.benchmarks import BadImage, ImageRef
+    from vlm_retain.evaluate.metrics.retrieval import load_score_matrix
+
+    root, model = setup
+    tasks = {"coco-retrieval": discover("general", [root / "world"])["coco-retrieval"]}
+    original = ImageRef.load
+    broken: set[str] = set()
+
+    def load(self):
+        if self.key in broken:
+            raise BadImage("unreadable image (test)")
+        return original(self)
+
+    monkeypatch.setattr(ImageRef, "load", load)
+    from vlm_retain.evaluate.tasks import get_task
+
+    task = get_task("coco-retrieval")
+    items = task.select(task.load(tasks["coco-retrieval"]), 3, 0)
+    assert len(items) >= 2
+    broken.add(items[0].image.key)
+    out = tmp_path / "one"
+    (outcome,) = Runner(_settings(model, limit=3), out, progress=False).run(tasks)
+    assert outcome.status == "done" and outcome.errors == 1
+    matrix, image_ids, text_ids, text_image = load_score_matrix(
+        out / "coco-retrieval" / "scores.npy"
+    )
+    assert image_ids == [i.id for i in items[1:]]
+    kept = len(items) - 1
+    assert matrix.shape == (kept, len(text_ids)) and set(text_image) == set(range(kept))
+    assert not any(t.startswith(items[0].id + "#") for t in text_ids)
+    results = read_json(out / "coco-retrieval" / "results.json")
+    assert results["provenance"]["timing"]["errors"] == 1
+    assert any("left out with their captions" in w for w in results["warnings"])
+
+    broken.update(i.image.key for i in items)
+    (empty,) = Runner(_settings(model, limit=3), tmp_path / "none", progress=False).run(tasks)
+    assert empty.status == "empty" and empty.errors == len(items) and empty.n == 0
+
+
+def test_compare_flags_tasks_with_other_items(setup, tmp_path: Path, run_cli) -> None:
+    import shutil
+
+    root, model = setup
+    base = tmp_path / "base"
+    Runner(_settings(model, limit=2), base, progress=False).run(discover("ocr", [root / "htr"]))
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    selection = read_json(other / "ocr" / "selection.json")
+    selection["ids"][0] = "somewhere-else"
+    selection["seed"] = 1
+    (other / "ocr" / "selection.json").write_text(json.dumps(selection), encoding="utf-8")
+    assert all(row["same_items"] for row in compare_runs(base, base))
+    rows = compare_runs(base, other)
+    assert rows and not any(row["same_items"] for row in rows)
+    assert "seed 0 vs 1" in rows[0]["item_note"] and "1 shared" in rows[0]["item_note"]
+    with pytest.raises(Exception, match="different items"):
+        compare_runs(base, other, strict=True)
+    result = run_cli("eval", "compare", base, other)
+    assert result.code == 0
+    assert result.out.count("warning: ocr: the two runs evaluated different items") == 1
+    assert "ocr *" in result.out
+    assert run_cli("eval", "compare", "--strict", base, other).code == 2
+
+
+def test_cli_model_options(setup, tmp_path: Path, run_cli, monkeypatch) -> None:
+    import vlm_retain.models.loading as loading
+
+    root, model = setup
+    seen: dict = {}
+    original = loading.load_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_model", spy)
+    out = tmp_path / "eval"
+    common = ("eval", "ocr", "--model", model, "--data", root / "htr", "--out", out, "-q")
+    result = run_cli(*common, "--limit", "1", "--max-new-tokens", "2", "--dtype", "fp32",
+                     "--allow-pickle", "--trust-remote-code", "--ignore-adapter-base")  # fmt: skip
+    assert result.code == 0, result.err
+    assert seen["dtype"] == "fp32" and seen["allow_pickle"] and seen["trust_remote_code"]
+    assert seen["strict_adapter_base"] is False
+    settings = read_json(out / "ocr" / "results.json")["provenance"]["settings"]
+    assert settings["dtype"] == "fp32"
+    assert "allow_pickle" not in settings and "trust_remote_code" not in settings
+    result = run_cli(*common, "--dtype", "fp8")
+    assert result.code == 2 and "--dtype" in result.err
+
+
+def test_complete_predictions_without_stamp_are_refused_before_running(setup, tmp_path) -> None:
+    root, _ = setup
+    folder = tmp_path / "ocr"
+    folder.mkdir()
+    (folder / "predictions.jsonl").write_text('{"id": "x"}\n', encoding="utf-8")
+    settings = EvalSettings(model=str(tmp_path / "no-model"), limit=2)
+    with pytest.raises(Exception, match="without their settings"):
+        Runner(settings, tmp_path, progress=False).run(discover("ocr", [root / "htr"]))

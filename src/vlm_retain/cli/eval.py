@@ -28,7 +28,20 @@ SEED = typer.Option(0, "--seed", help="Seed for --limit subsets, galleries and b
 RESAMPLES = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for 95% CIs.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Evaluate again over earlier outputs.")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
+DTYPE = typer.Option("auto", "--dtype", help="auto | bf16 | fp16 | fp32 (recorded).")
+ALLOW_PICKLE = typer.Option(
+    False, "--allow-pickle", help="Accept pickle (.bin) weights from a trusted source."
+)
+TRUST_REMOTE = typer.Option(
+    False, "--trust-remote-code", help="Run the model folder's own Python code (trusted only)."
+)
+IGNORE_BASE = typer.Option(
+    False,
+    "--ignore-adapter-base",
+    help="Accept an adapter whose recorded base model differs (e.g. a renamed folder).",
+)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 def _run(
@@ -48,12 +61,18 @@ def _run(
     overwrite: bool,
     device: str,
     quiet: bool,
+    dtype: str = "auto",
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    ignore_adapter_base: bool = False,
 ) -> None:
     from vlm_retain.errors import InputError
     from vlm_retain.evaluate.runner import EvalSettings, Runner, discover
 
     if backend not in ("hf", "vllm"):
         raise InputError(f"--backend must be hf or vllm for eval, got {backend!r}")
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     settings = EvalSettings(
         model=model,
         adapter=adapter,
@@ -67,6 +86,10 @@ def _run(
         gpu_cost_per_hour=gpu_cost_per_hour,
         overwrite=overwrite,
         device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        strict_adapter_base=not ignore_adapter_base,
     )
     groups = ("ocr", "general") if group == "all" else (group,)
     tasks: dict[str, list[Path]] = {}
@@ -125,6 +148,10 @@ def evaluate(
     resamples: int = RESAMPLES,
     overwrite: bool = OVERWRITE,
     device: str = DEVICE,
+    dtype: str = DTYPE,
+    allow_pickle: bool = ALLOW_PICKLE,
+    trust_remote_code: bool = TRUST_REMOTE,
+    ignore_adapter_base: bool = IGNORE_BASE,
     quiet: bool = QUIET,
 ) -> None:
     """One function behind ``eval ocr``, ``eval general`` and ``eval all``: the command name
@@ -146,6 +173,10 @@ def evaluate(
         overwrite,
         device,
         quiet,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        ignore_adapter_base=ignore_adapter_base,
     )
 
 
@@ -163,16 +194,32 @@ app.command("all", help="OCR and general tasks in one run.")(evaluate)
 def eval_compare(
     base: Path = typer.Argument(..., help="Eval folder of the base model."),
     other: Path = typer.Argument(..., help="Eval folder of the other model."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse tasks whose two runs evaluated different items."
+    ),
 ) -> None:
-    """Per-metric values of two eval folders and their differences."""
+    """Per-metric values of two eval folders and their differences.
+
+    Tasks whose runs evaluated different items (selection.json ids, limit or seed) get a
+    one-line warning and a ``*`` in the table; ``--strict`` makes them an error instead.
+    """
     from vlm_retain.evaluate.runner import compare_runs
 
+    rows = compare_runs(base, other, strict=strict)
+    warned: set[str] = set()
+    for row in rows:
+        if not row["same_items"] and row["task"] not in warned:
+            warned.add(row["task"])
+            console.print(
+                f"warning: {row['task']}: the two runs evaluated different items "
+                f"({row['item_note']}); its deltas are not like for like"
+            )
     table = Table(title=f"{other} vs {base}")
     for column in ("task", "metric", "base", "other", "delta", "other/base"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
-    for row in compare_runs(base, other):
+    for row in rows:
         table.add_row(
-            row["task"],
+            row["task"] + ("" if row["same_items"] else " *"),
             row["metric"],
             f"{row['base']:.4f}",
             f"{row['other']:.4f}",
@@ -180,3 +227,5 @@ def eval_compare(
             "" if row["relative"] is None else f"{row['relative']:.3f}",
         )
     console.print(table)
+    if warned:
+        console.print("* different items in the two runs (see the warnings above)")

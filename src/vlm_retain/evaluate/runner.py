@@ -10,6 +10,11 @@ For each task it writes ``OUT/<task>/``:
   throughput (and the estimated cost with ``gpu_cost_per_hour``) in ``provenance.timing``.
 
 A task whose ``results.json`` exists with the same settings is skipped (reported as cached).
+Finished predictions are stamped with their settings (``predictions.settings.json``), so a run
+stopped while scoring resumes by scoring them again, without generating anything.
+
+Every task's files are read, validated and its subset chosen before the first task runs, so a
+broken benchmark file stops the run at once rather than after an hour of another task.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from vlm_retain.data.benchmarks import EvalItem, selection_record
+from vlm_retain.data.benchmarks import BadImage, EvalItem, build_gallery, selection_record
+from vlm_retain.data.benchmarks.discover import check_sources
 from vlm_retain.errors import InputError
 from vlm_retain.evaluate.generate.base import GenerationConfig, Request
 from vlm_retain.evaluate.generate.resume import ResumableJsonl
@@ -60,21 +66,37 @@ class EvalSettings:
     gpu_cost_per_hour: float | None = None
     overwrite: bool = False
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32: recorded (it changes predictions)
+    allow_pickle: bool = False  # how the weights may be read, not what they are: not recorded
+    trust_remote_code: bool = False
+    strict_adapter_base: bool = True  # False: --ignore-adapter-base
 
     def for_task(self, task: Task) -> dict[str, Any]:
-        """The settings recorded with (and compared against) a task's outputs."""
+        """The settings recorded with (and compared against) a task's outputs.
+
+        Local model and adapter folders are recorded as absolute paths (``--model m`` and
+        ``--model /abs/m`` are the same model); hub ids as given.
+        """
         return {
             "task": task.name,
-            "model": self.model,
-            "adapter": self.adapter,
+            "model": model_identity(self.model),
+            "adapter": model_identity(self.adapter),
             "backend": self.backend,
+            "dtype": self.dtype,
             "split": self.split,
             "limit": self.limit,
             "seed": self.seed,
             "max_new_tokens": self.max_new_tokens or task.max_new_tokens,
             "prompt": task.prompt,
         }
+
+
+def model_identity(value: str | Path | None) -> str | None:
+    """A local folder's resolved absolute path; anything else (a hub id) unchanged."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else str(value)
 
 
 @dataclass
@@ -92,14 +114,35 @@ class TaskOutcome:
     status: str = "done"  # done | cached | empty
 
 
+@dataclass
+class _Plan:
+    """A task read and validated, ready to run (or already settled: cached, empty)."""
+
+    task: Task
+    folder: Path
+    settings: dict[str, Any]
+    items: list[EvalItem] = field(default_factory=list)
+    chosen: list[EvalItem] = field(default_factory=list)
+    outcome: TaskOutcome | None = None
+    finished: dict[str, Any] | None = None  # the stamp of complete predictions to score again
+
+
 def discover(group: str, data: Sequence[Path]) -> dict[str, list[Path]]:
-    """Tasks (with their source files) found under the data folders for ``group``."""
+    """Tasks (with their source files) found under the data folders for ``group``.
+
+    The same file reached twice (a folder passed twice, or nested in another) counts once.
+    Several copies of one benchmark (two ``dataset_coco.json``...) are refused here, before any
+    task runs, naming both; several OCR manifests are combined (:func:`check_sources`).
+    """
     found: dict[str, list[Path]] = {}
     for folder in data:
         if not Path(folder).exists():
             raise InputError("data folder not found", path=folder)
         for name, sources in find_tasks(Path(folder), group=group).items():
-            found.setdefault(name, []).extend(sources)
+            have = found.setdefault(name, [])
+            have.extend(s for s in (Path(p).resolve() for p in sources) if s not in have)
+    for name, sources in found.items():
+        check_sources(name, sources)
     if not found:
         what = {"ocr": "OCR manifest", "general": "benchmark files"}.get(group, "tasks")
         raise InputError(
@@ -138,6 +181,9 @@ class Runner:
                 adapter=self.settings.adapter,
                 device=self.settings.device,
                 dtype=self.settings.dtype,
+                allow_pickle=self.settings.allow_pickle,
+                trust_remote_code=self.settings.trust_remote_code,
+                strict_adapter_base=self.settings.strict_adapter_base,
             )
         return self._loaded
 
@@ -153,32 +199,82 @@ class Runner:
 
     # ------------------------------------------------------------------ tasks
     def run(self, tasks: dict[str, list[Path]]) -> list[TaskOutcome]:
-        outcomes = []
-        for name, sources in tasks.items():
-            outcomes.append(self.run_task(get_task(name), sources))
-        return outcomes
+        """Read, validate and select every task first (a broken file anywhere stops the run
+        before any work), then run them in order."""
+        plans = [self.prepare(get_task(name), sources) for name, sources in tasks.items()]
+        return [self.execute(plan) for plan in plans]
 
     def run_task(self, task: Task, sources: list[Path]) -> TaskOutcome:
+        return self.execute(self.prepare(task, sources))
+
+    def prepare(self, task: Task, sources: list[Path]) -> _Plan:
+        """Everything that can fail on the inputs, without the model: earlier outputs with
+        other settings, the layout of the task's files, the subset."""
         folder = self.out / task.name
-        settings = self.settings.for_task(task)
-        cached = self._cached(folder, settings)
-        if cached is not None:
-            return cached
-        items = task.load(sources, split=self.settings.split)
-        chosen = task.select(items, self.settings.limit, self.settings.seed)
-        if not chosen:
-            self.console.print(f"{task.name}: no items in this split; skipped")
-            return TaskOutcome(task=task.name, n=0, status="empty")
+        plan = _Plan(task=task, folder=folder, settings=self.settings.for_task(task))
+        plan.outcome = self._cached(folder, plan.settings)
+        if plan.outcome is not None:
+            return plan
+        plan.items = task.load(sources, split=self.settings.split)
+        plan.chosen = task.select(plan.items, self.settings.limit, self.settings.seed)
+        if not plan.chosen:
+            plan.outcome = TaskOutcome(task=task.name, n=0, status="empty")
+        elif task.kind == "generate":
+            plan.finished = self._finished_predictions(folder, plan.settings, plan.chosen)
+        return plan
+
+    def execute(self, plan: _Plan) -> TaskOutcome:
+        task, folder, settings, chosen = plan.task, plan.folder, plan.settings, plan.chosen
+        if plan.outcome is not None:
+            if plan.outcome.status == "empty":
+                self.console.print(f"{task.name}: no items in this split; skipped")
+            return plan.outcome
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
             folder / "selection.json",
             selection_record(
-                chosen, n_total=len(items), limit=self.settings.limit, seed=self.settings.seed
+                chosen, n_total=len(plan.items), limit=self.settings.limit, seed=self.settings.seed
             ),
         )
         if task.kind == "retrieval":
             return self._retrieval(task, chosen, folder, settings)
-        return self._generate(task, chosen, folder, settings)
+        return self._generate(task, chosen, folder, settings, finished=plan.finished)
+
+    def _finished_predictions(
+        self, folder: Path, settings: dict[str, Any], chosen: list[EvalItem]
+    ) -> dict[str, Any] | None:
+        """The stamp of complete predictions of this very run (scoring was interrupted), None
+        when there are none; predictions of another run, or a partial file of one, are refused
+        here, before any task runs."""
+        predictions = folder / PREDICTIONS
+        if self.settings.overwrite:
+            return None
+        wanted = json.loads(json.dumps(settings))
+        partial_settings = folder / (PREDICTIONS + ".partial.json")
+        if not predictions.is_file():
+            if (folder / (PREDICTIONS + ".partial")).is_file() and partial_settings.is_file():
+                _require_same(
+                    _read_json(partial_settings), wanted, folder / (PREDICTIONS + ".partial")
+                )
+            return None
+        stamp_file = folder / PREDICTIONS_STAMP
+        stamp = _read_json(stamp_file) if stamp_file.is_file() else None
+        if not isinstance(stamp, dict) or not isinstance(stamp.get("settings"), dict):
+            raise InputError(
+                f"complete predictions exist without their settings ({PREDICTIONS_STAMP})",
+                path=predictions,
+                hint="pass --overwrite to generate them again, or choose another --out",
+            )
+        _require_same(stamp["settings"], wanted, predictions)
+        ids = [str(line.get("id")) for line in _read_jsonl(predictions)]
+        if ids != [item.id for item in chosen]:
+            raise InputError(
+                "complete predictions here are for other items than this run selects "
+                f"({len(ids)} lines, {len(chosen)} items selected)",
+                path=predictions,
+                hint="pass --overwrite to generate them again, or choose another --out",
+            )
+        return stamp
 
     def _cached(self, folder: Path, settings: dict[str, Any]) -> TaskOutcome | None:
         results_file = folder / "results.json"
@@ -205,11 +301,42 @@ class Runner:
         )
 
     def _generate(
-        self, task: Task, items: list[EvalItem], folder: Path, settings: dict[str, Any]
+        self,
+        task: Task,
+        items: list[EvalItem],
+        folder: Path,
+        settings: dict[str, Any],
+        *,
+        finished: dict[str, Any] | None = None,
     ) -> TaskOutcome:
+        predictions = folder / PREDICTIONS
+        stamp_file = folder / PREDICTIONS_STAMP
+        if finished is not None:  # complete from a run stopped while scoring: score them
+            self.console.print(f"{task.name}: predictions complete from an earlier run; scoring")
+            errors = sum(
+                bool((line.get("meta") or {}).get("error")) for line in _read_jsonl(predictions)
+            )
+            timing = finished.get("timing") or {}
+            seconds, processed = float(timing.get("seconds", 0.0)), int(timing.get("items", 0))
+        else:
+            if self.settings.overwrite:  # never score old predictions under a new stamp
+                for path in (stamp_file, predictions):
+                    path.unlink(missing_ok=True)
+            seconds, processed, errors = self._predict(task, items, predictions, settings)
+        report, _ = score_file(
+            task.metric, predictions, resamples=self.settings.resamples, seed=self.settings.seed
+        )
+        return self._write_results(
+            task, report, folder, settings, seconds, processed, errors, inputs=[predictions]
+        )
+
+    def _predict(
+        self, task: Task, items: list[EvalItem], predictions: Path, settings: dict[str, Any]
+    ) -> tuple[float, int, int]:
+        """Generate what is missing (resumably) and finish ``predictions.jsonl`` with its
+        stamp; return (seconds, items generated, items with image errors)."""
         from vlm_retain.evaluate.generate import make_backend
 
-        predictions = folder / "predictions.jsonl"
         writer = ResumableJsonl(predictions, settings, overwrite=self.settings.overwrite)
         done = writer.start()
         todo = [item for item in items if item.id not in done]
@@ -224,11 +351,17 @@ class Runner:
                 config = GenerationConfig(
                     batch_size=self.settings.batch_size, max_new_tokens=settings["max_new_tokens"]
                 )
+                options = (
+                    {}
+                    if self.settings.backend == "hf"
+                    else {"dtype": _vllm_dtype(self.settings.dtype)}
+                )
                 backend = make_backend(
                     self.settings.backend,
                     model=model,  # hf: the loaded model already carries the adapter
                     adapter=None if self.settings.backend == "hf" else self.settings.adapter,
                     config=config,
+                    **options,
                 )
                 requests = [
                     Request(item.id, _request_image(item), task.render_prompt(item))
@@ -249,13 +382,14 @@ class Runner:
         finally:
             writer.close()
         seconds = time.perf_counter() - start
+        # the stamp first: a crash before finish leaves the partial file, which resumes; after
+        # it, the complete file and its stamp, which are scored again without generating
+        timing = {"seconds": round(seconds, 3), "items": len(todo), "errors": errors}
+        atomic_write_json(
+            predictions.with_name(PREDICTIONS_STAMP), {"settings": settings, "timing": timing}
+        )
         writer.finish([item.id for item in items])
-        report, _ = score_file(
-            task.metric, predictions, resamples=self.settings.resamples, seed=self.settings.seed
-        )
-        return self._write_results(
-            task, report, folder, settings, seconds, len(todo), errors, inputs=[predictions]
-        )
+        return seconds, len(todo), errors
 
     def _retrieval(
         self, task: Task, items: list[EvalItem], folder: Path, settings: dict[str, Any]
@@ -269,6 +403,7 @@ class Runner:
         )
 
         gallery = task.gallery(items)
+        gallery_ids = gallery.image_ids
         scores_file = folder / "scores.npy"
         settings_file = folder / "scores.settings.json"
         start = time.perf_counter()
@@ -280,7 +415,29 @@ class Runner:
         )
         if not reuse:
             loaded = self.loaded  # loaded before the clock starts: timing measures scoring
-            images = [item.image.load() for item in gallery.images]
+            images, kept, failed = [], [], []
+            for item in gallery.images:
+                try:
+                    images.append(item.image.load())
+                    kept.append(item)
+                except BadImage as exc:
+                    failed.append(f"{item.id}: {exc}")
+            if failed:
+                # drop the image with its captions: rows and columns of the matrix stay paired
+                gallery = build_gallery(kept, None)
+                assert gallery.image_ids == [item.id for item in kept]
+            if not kept:
+                self.console.print(
+                    f"{task.name}: none of the {len(failed)} gallery images could be decoded "
+                    f"(first: {failed[0]}); nothing to score"
+                )
+                return TaskOutcome(task=task.name, n=0, errors=len(failed), status="empty")
+            if failed:
+                self.console.print(
+                    f"{task.name}: warning: {len(failed)} of {len(failed) + len(kept)} gallery "
+                    f"images could not be decoded and are left out with their captions "
+                    f"(first: {failed[0]})"
+                )
             start = time.perf_counter()
             with self._bar() as bar:
                 progress_task = bar.add_task(f"{task.name}", total=len(images))
@@ -308,6 +465,7 @@ class Runner:
             resamples=self.settings.resamples,
             seed=self.settings.seed,
         )
+        dropped = len(set(gallery_ids) - set(image_ids))
         return self._write_results(
             task,
             report,
@@ -315,8 +473,12 @@ class Runner:
             settings,
             seconds,
             0 if reuse else len(image_ids),
-            0,
+            dropped,
             inputs=[scores_file, *sidecar_paths(scores_file)],
+            error_note=(
+                f"{dropped} gallery images could not be decoded; they were left out with their "
+                f"captions (Recall@K is over the {len(image_ids)} images left)"
+            ),
         )
 
     def _write_results(
@@ -330,6 +492,7 @@ class Runner:
         errors: int,
         *,
         inputs: list[Path],
+        error_note: str | None = None,
     ) -> TaskOutcome:
         rate = processed / seconds if seconds > 0 and processed else 0.0
         cost = None
@@ -354,7 +517,8 @@ class Runner:
         }
         if errors:
             report.warnings.append(
-                f"{errors} items could not be run (image errors); "
+                error_note
+                or f"{errors} items could not be run (image errors); "
                 "they count as wrong (empty prediction)"
             )
             results["warnings"] = report.warnings
@@ -390,14 +554,27 @@ def _prediction_line(task: Task, item: EvalItem, result: Any) -> dict[str, Any]:
     return {"id": item.id, "prediction": result.text, **task.reference_of(item), "meta": meta}
 
 
-def compare_runs(base: Path, other: Path) -> list[dict[str, Any]]:
-    """Per-task, per-metric values of two eval folders and their differences."""
+def compare_runs(base: Path, other: Path, *, strict: bool = False) -> list[dict[str, Any]]:
+    """Per-task, per-metric values of two eval folders and their differences.
+
+    Each row carries ``same_items``: whether both runs evaluated the same items of that task
+    (their ``selection.json`` ids, limit and seed agree) and ``item_note`` saying how they
+    differ otherwise. With ``strict`` such a task is an error instead.
+    """
     rows = []
     base, other = Path(base), Path(other)
     for results_file in sorted(base.glob("*/results.json")):
         counterpart = other / results_file.parent.name / "results.json"
         if not counterpart.is_file():
             continue
+        task = results_file.parent.name
+        note = selection_difference(results_file.parent, counterpart.parent)
+        if note is not None and strict:
+            raise InputError(
+                f"{task}: the two runs evaluated different items ({note})",
+                path=counterpart.parent,
+                hint="rerun both with the same --split, --limit and --seed, or drop --strict",
+            )
         a, b = read_results(results_file), read_results(counterpart)
         for metric, value in a["metrics"].items():
             new = b["metrics"].get(metric)
@@ -405,12 +582,14 @@ def compare_runs(base: Path, other: Path) -> list[dict[str, Any]]:
                 continue
             rows.append(
                 {
-                    "task": results_file.parent.name,
+                    "task": task,
                     "metric": metric,
                     "base": value,
                     "other": new,
                     "delta": new - value,
                     "relative": (new / value) if value else None,
+                    "same_items": note is None,
+                    "item_note": note,
                 }
             )
     if not rows:
@@ -419,3 +598,72 @@ def compare_runs(base: Path, other: Path) -> list[dict[str, Any]]:
             hint="pass two folders written by 'vlm-retain eval'",
         )
     return rows
+
+
+def selection_difference(base_task: Path, other_task: Path) -> str | None:
+    """How two task folders' ``selection.json`` differ (None when they chose the same items)."""
+    records = []
+    for folder in (base_task, other_task):
+        try:
+            records.append(_read_json(folder / "selection.json"))
+        except InputError:
+            return f"no readable selection.json in {folder}"
+    a, b = records
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return "unreadable selection.json"
+    differences = [
+        f"{key} {a.get(key)!r} vs {b.get(key)!r}"
+        for key in ("limit", "seed")
+        if a.get(key) != b.get(key)
+    ]
+    ids_a, ids_b = a.get("ids") or [], b.get("ids") or []
+    if ids_a != ids_b:
+        shared = len(set(ids_a) & set(ids_b))
+        differences.append(f"{len(ids_a)} vs {len(ids_b)} items, {shared} shared")
+    return "; ".join(differences) or None
+
+
+PREDICTIONS = "predictions.jsonl"
+#: Written beside complete predictions: the settings that produced them and the generation time.
+PREDICTIONS_STAMP = "predictions.settings.json"
+
+_VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def _vllm_dtype(dtype: str) -> str:
+    return _VLLM_DTYPES.get(dtype, dtype)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable JSON ({exc})", path=path) from None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [
+            json.loads(line)
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"unreadable predictions ({exc})", path=path, hint="pass --overwrite to start over"
+        ) from None
+
+
+def _require_same(saved: Any, wanted: dict[str, Any], path: Path) -> None:
+    """Refuse outputs recorded with other settings, naming the settings that differ."""
+    saved = saved if isinstance(saved, dict) else {}
+    differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if differing:
+        raise InputError(
+            f"outputs from a run with other settings exist here ({', '.join(differing)})",
+            path=path,
+            hint="rerun with the same settings to resume, use another --out, "
+            "or pass --overwrite to evaluate again",
+        )

@@ -26,7 +26,9 @@ from vlm_retain.data.benchmarks.common import (
     check_layout,
     choose_split,
     image_base,
+    one_per_key,
     read_json,
+    require_one,
     unique_ids,
 )
 from vlm_retain.data.benchmarks.items import EvalItem, ImageRef
@@ -166,13 +168,18 @@ def load_coco(
     captions = [s for s in sources if captions_subtype(s) is not None]
     if karpathy:
         return load_coco_karpathy(
-            karpathy[0], split=split, images=images, captions=_matching(captions)
+            require_one(karpathy, f"{KARPATHY_COCO} files"),
+            split=split,
+            images=images,
+            captions=_matching(
+                list(one_per_key(captions, captions_subtype, "COCO captions").values())
+            ),
         )
     if not captions:
         raise InputError(
             "no dataset_coco.json, captions_<subtype>.json or COCO-Caption parquet given"
         )
-    by_subtype = {captions_subtype(c): c for c in captions}
+    by_subtype = one_per_key(captions, captions_subtype, "COCO captions")
     chosen = choose_split(by_subtype, split, JSON_SPLIT_PREFERENCE, captions[0].parent)
     return load_coco_captions(by_subtype[chosen], images=images)
 

@@ -18,6 +18,12 @@ from vlm_retain.errors import InputError
 
 LAYOUT_HINT = "benchmark folder in the wrong layout; see docs/evaluation.md for the expected files"
 
+#: What to do about several copies of one benchmark (one run evaluates one copy of each).
+DUPLICATE_HINT = (
+    "one run evaluates one copy of each benchmark: pass only one of them with --data, "
+    "or evaluate each in its own run (its own --out)"
+)
+
 #: Splits chosen by default when a JSON layout offers several (with references): the held-out
 #: split of the synthetic world first, then the public validation splits of the real benchmarks
 #: (their test answers are not public).
@@ -136,10 +142,24 @@ def require_one(sources: Sequence[Path], what: str) -> Path:
         raise InputError(f"no {what} given")
     if len(sources) > 1:
         listing = ", ".join(str(s) for s in sources)
-        raise InputError(
-            f"several {what} found ({listing})", path=sources[0], hint="pass only one of them"
-        )
+        raise InputError(f"several {what} found ({listing})", path=sources[0], hint=DUPLICATE_HINT)
     return sources[0]
+
+
+def one_per_key(sources: Sequence[Path], key: Any, what: str) -> dict[str, Path]:
+    """``{key(source): source}``; two sources with one key (two copies of a split) are an
+    error naming both, never a silent choice."""
+    found: dict[str, Path] = {}
+    for source in sources:
+        name = key(source)
+        if name in found and found[name] != source:
+            raise InputError(
+                f"two {what} files for {name!r} ({found[name]}, {source})",
+                path=source,
+                hint=DUPLICATE_HINT,
+            )
+        found[name] = source
+    return found
 
 
 def read_answered_questions(

@@ -5,6 +5,12 @@ synthetic world's folder and real benchmark downloads alike, without a config fi
 returns the sources its loader takes: a VQA root folder, annotation JSON files, a manifest, or
 parquet shards (recognised by their columns, whatever the folder is called). When a benchmark is
 present both as JSON and as parquet, the JSON layout wins, so items are never loaded twice.
+
+One run evaluates one copy of each benchmark. :func:`check_sources` decides, before any task
+runs, what a task's sources gathered from every ``--data`` folder mean: OCR manifests combine
+(their items are concatenated); for every other task two copies of the same file (two
+``dataset_coco.json``, two VQAv2 roots, the same parquet split in two folders, JSON here and
+parquet there) are refused with one error naming both.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vlm_retain.data.benchmarks.coco import KARPATHY_COCO, captions_subtype
-from vlm_retain.data.benchmarks.common import walk_files
+from vlm_retain.data.benchmarks.common import DUPLICATE_HINT, walk_files
 from vlm_retain.data.benchmarks.docvqa import docvqa_split
 from vlm_retain.data.benchmarks.flickr30k import KARPATHY_FLICKR
 from vlm_retain.data.benchmarks.ocr import has_ocr_records
-from vlm_retain.data.benchmarks.parquet import parquet_kind
+from vlm_retain.data.benchmarks.parquet import parquet_kind, shard_split
 from vlm_retain.data.benchmarks.textvqa import textvqa_split
 from vlm_retain.data.benchmarks.vqav2 import QUESTIONS_FILE
 from vlm_retain.data.manifest import MANIFEST_NAME
+from vlm_retain.errors import InputError
 
 #: The folder name of the synthetic world's sign-reading questions (VQAv2 layout).
 SIGNS_FOLDER = "signs"
@@ -107,3 +114,43 @@ def find_ocr(data_dir: Path) -> list[Path]:
 
 
 Finder = Callable[[Path], list[Path]]
+
+
+def _slot(source: Path) -> tuple[tuple[str, ...], Path]:
+    """What a source is to its loader (the key) and where it lives: two sources with the same
+    key in two places are two copies of one thing, which no loader can combine."""
+    if source.suffix == ".parquet":
+        return ("parquet split", shard_split(source)), source.parent
+    if source.is_dir():
+        if (source / MANIFEST_NAME).is_file():
+            return ("manifest", str(source)), source  # manifests combine: never a conflict
+        return ("folder",), source
+    for kind, part in (
+        ("captions", captions_subtype(source)),
+        ("TextVQA split", textvqa_split(source)),
+        ("DocVQA split", docvqa_split(source)),
+    ):
+        if part is not None:
+            return (kind, part), source
+    return ("file", source.name), source
+
+
+def check_sources(task: str, sources: list[Path]) -> None:
+    """Refuse sources of ``task`` that are several copies of one benchmark (see the module
+    docstring); OCR manifests pass (the loader combines them)."""
+    places: dict[tuple[str, ...], Path] = {}
+    kinds = {source.suffix == ".parquet" for source in sources}
+    if len(kinds) > 1:
+        json_one = next(s for s in sources if s.suffix != ".parquet")
+        parquet_one = next(s for s in sources if s.suffix == ".parquet")
+        raise InputError(
+            f"{task}: found both as JSON ({json_one}) and as parquet ({parquet_one.parent})",
+            hint=DUPLICATE_HINT,
+        )
+    for source in sources:
+        key, place = _slot(Path(source))
+        if key in places and places[key] != place:
+            raise InputError(
+                f"{task}: two copies found ({places[key]} and {place})", hint=DUPLICATE_HINT
+            )
+        places.setdefault(key, place)

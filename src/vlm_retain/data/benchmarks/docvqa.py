@@ -21,6 +21,7 @@ from vlm_retain.data.benchmarks.common import (
     PARQUET_SPLIT_PREFERENCE,
     choose_split,
     image_base,
+    one_per_key,
     read_answered_questions,
     unique_ids,
 )
@@ -103,7 +104,7 @@ def load_docvqa(
     shards = [s for s in sources if s.suffix == ".parquet"]
     if shards:
         return load_docvqa_parquet(shards, split=split)
-    by_split = {docvqa_split(s) or s.stem: s for s in sources}
+    by_split = one_per_key(sources, lambda s: docvqa_split(s) or s.stem, "DocVQA")
     if not by_split:
         raise InputError("no DocVQA <split>_v1.0.json given")
     chosen = choose_split(by_split, split, SPLIT_PREFERENCE, sources[0].parent)

@@ -9,9 +9,10 @@ era, writer or font.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from vlm_retain.data.benchmarks.common import choose_split, require_one
+from vlm_retain.data.benchmarks.common import choose_split
 from vlm_retain.data.benchmarks.items import EvalItem, ImageRef
 from vlm_retain.data.manifest import MANIFEST_NAME, manifest_path, read_manifest
 from vlm_retain.errors import InputError
@@ -64,7 +65,42 @@ def load_ocr_manifest(path: Path, *, split: str | None = None) -> list[EvalItem]
 def load_ocr(
     sources: Sequence[Path], *, split: str | None = None, images: Path | None = None
 ) -> list[EvalItem]:
-    """Load from what discovery found (one manifest); ``images`` is unused: manifests name
-    their images relative to their own folder."""
+    """Load from what discovery found: one manifest, or several combined.
+
+    Several manifests (``--data`` repeated, or a folder holding more than one) give the items of
+    all of them. When two manifests share a line id, every id is prefixed with its manifest
+    folder's name (``peter/l1``) so predictions stay joinable; when those names are the same
+    too, the manifests are refused. ``images`` is unused: manifests name their images relative
+    to their own folder.
+    """
     del images
-    return load_ocr_manifest(require_one([Path(s) for s in sources], MANIFEST_NAME), split=split)
+    folders = list(dict.fromkeys(manifest_path(Path(s)).parent.resolve() for s in sources))
+    if not folders:
+        raise InputError(f"no {MANIFEST_NAME} given")
+    loaded = [(folder, load_ocr_manifest(folder, split=split)) for folder in folders]
+    if len(loaded) == 1:
+        return loaded[0][1]
+    owner: dict[str, Path] = {}
+    collision = False
+    for folder, items in loaded:
+        for item in items:
+            if item.id in owner:
+                collision = True
+            owner.setdefault(item.id, folder)
+    if not collision:
+        return [item for _, items in loaded for item in items]
+    by_name: dict[str, Path] = {}
+    for folder, _ in loaded:
+        if folder.name in by_name:
+            raise InputError(
+                f"two manifests share line ids and their folders the same name {folder.name!r} "
+                f"({by_name[folder.name]}, {folder})",
+                path=folder,
+                hint="evaluate them in separate runs (each with its own --out)",
+            )
+        by_name[folder.name] = folder
+    return [
+        replace(item, id=f"{folder.name}/{item.id}", fields={**item.fields, "line_id": item.id})
+        for folder, items in loaded
+        for item in items
+    ]

@@ -21,6 +21,7 @@ from vlm_retain.data.benchmarks.common import (
     PARQUET_SPLIT_PREFERENCE,
     choose_split,
     image_base,
+    one_per_key,
     read_answered_questions,
     unique_ids,
 )
@@ -99,7 +100,7 @@ def load_textvqa(
     shards = [s for s in sources if s.suffix == ".parquet"]
     if shards:
         return load_textvqa_parquet(shards, split=split)
-    by_split = {textvqa_split(s) or s.stem: s for s in sources}
+    by_split = one_per_key(sources, lambda s: textvqa_split(s) or s.stem, "TextVQA")
     if not by_split:
         raise InputError("no TextVQA_<version>_<split>.json given")
     chosen = choose_split(by_split, split, SPLIT_PREFERENCE, sources[0].parent)
