@@ -125,6 +125,21 @@ class Family:
 _QWEN_LLM = r"model\.language_model\."
 _QWEN_ATTN = r"model\.language_model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj"
 _QWEN_MLP = r"model\.language_model\.layers\.\d+\.mlp\.(gate|up|down)_proj"
+#: Where Qwen2-VL and Qwen2.5-VL keep their parts (same tree; Qwen3-VL adds deepstack mergers).
+_QWEN2_MODULE_PATHS = {
+    "vision": "model.visual",
+    "projector": "model.visual.merger",
+    "embeddings": "model.language_model.embed_tokens",
+    "llm": "model.language_model",
+    "lm_head": "lm_head",
+}
+_QWEN2_COMPONENTS = {
+    "vision": r"model\.visual\.(?!merger\.)",
+    "projector": r"model\.visual\.merger\.",
+    "embeddings": r"model\.language_model\.embed_tokens\.",
+    "llm": _QWEN_LLM,
+    "lm_head": r"lm_head\.",
+}
 _QWEN_CHAT = ChatFormat(
     style="qwen",
     image_placeholder="<|vision_start|><|image_pad|><|vision_end|>",
@@ -160,20 +175,8 @@ FAMILIES: dict[str, Family] = {
         model_types=("qwen2_5_vl",),
         model_class="Qwen2_5_VLForConditionalGeneration",
         processor_class="Qwen2_5_VLProcessor",
-        module_paths={
-            "vision": "model.visual",
-            "projector": "model.visual.merger",
-            "embeddings": "model.language_model.embed_tokens",
-            "llm": "model.language_model",
-            "lm_head": "lm_head",
-        },
-        components={
-            "vision": r"model\.visual\.(?!merger\.)",
-            "projector": r"model\.visual\.merger\.",
-            "embeddings": r"model\.language_model\.embed_tokens\.",
-            "llm": _QWEN_LLM,
-            "lm_head": r"lm_head\.",
-        },
+        module_paths=_QWEN2_MODULE_PATHS,
+        components=_QWEN2_COMPONENTS,
         lora_targets={
             **_lm(_QWEN_LLM),
             "vision": r"model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)",
@@ -191,20 +194,8 @@ FAMILIES: dict[str, Family] = {
         model_types=("qwen2_vl",),
         model_class="Qwen2VLForConditionalGeneration",
         processor_class="Qwen2VLProcessor",
-        module_paths={
-            "vision": "model.visual",
-            "projector": "model.visual.merger",
-            "embeddings": "model.language_model.embed_tokens",
-            "llm": "model.language_model",
-            "lm_head": "lm_head",
-        },
-        components={
-            "vision": r"model\.visual\.(?!merger\.)",
-            "projector": r"model\.visual\.merger\.",
-            "embeddings": r"model\.language_model\.embed_tokens\.",
-            "llm": _QWEN_LLM,
-            "lm_head": r"lm_head\.",
-        },
+        module_paths=_QWEN2_MODULE_PATHS,
+        components=_QWEN2_COMPONENTS,
         lora_targets={
             **_lm(_QWEN_LLM),
             "vision": r"model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))",
