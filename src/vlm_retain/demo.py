@@ -27,21 +27,29 @@ from vlm_retain.data.samples.peter import write_peter_sample
 from vlm_retain.data.samples.vmlhd import write_vmlhd_sample
 from vlm_retain.data.stats import manifest_stats
 from vlm_retain.errors import ProblemsFound
-from vlm_retain.fsutil import staged_output_dir, write_marker
+from vlm_retain.fsutil import fresh_output_dir, write_marker
 
 
 def run_demo(
-    out: Path, *, overwrite: bool = False, console: Console | None = None
+    out: Path,
+    *,
+    overwrite: bool = False,
+    data_only: bool = False,
+    console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run the data path end to end under ``out``; return the summary rows.
+    """Run the data path, then (unless ``data_only``) the model path, under ``out``.
 
-    Everything is built in a staging folder beside ``out`` and renamed into place at the end,
-    so a failed run leaves a previous demo folder as it was.
+    The folder is built in place (its results record their own paths) and removed again if
+    anything fails, so a failed demo never leaves half an output.
     """
     console = console or Console()
-    with staged_output_dir(Path(out), overwrite=overwrite) as staging:
-        write_marker(staging, "demo")
-        summary = _run_data_path(staging, console)
+    with fresh_output_dir(Path(out), overwrite=overwrite) as folder:
+        write_marker(folder, "demo")
+        summary = _run_data_path(folder / "data-path", console)
+        if not data_only:
+            from vlm_retain.demo_model import run_model_path
+
+            summary["report"] = run_model_path(folder / "model-path", console)
     console.print(f"everything is under {out}; remove it with: vlm-retain data purge {out} --yes")
     return summary
 

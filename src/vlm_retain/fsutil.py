@@ -66,15 +66,8 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("tool") == "vlm-retain" else None
 
 
-@contextlib.contextmanager
-def staged_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out`` to fill; rename it to ``out`` only on success.
-
-    On any exception the temporary folder is removed and ``out`` is untouched. An existing
-    ``out`` is an error unless ``overwrite`` is set, and even then it is only replaced once the
-    new one is complete (and only when it was written by this tool).
-    """
-    out = Path(out)
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite`` and it is a folder this tool wrote."""
     if out.exists() or out.is_symlink():
         if not out.is_dir() or out.is_symlink():
             raise InputError(
@@ -92,6 +85,18 @@ def staged_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
                 path=out,
                 hint="refusing to replace it; choose another --out",
             )
+
+
+@contextlib.contextmanager
+def staged_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out`` to fill; rename it to ``out`` only on success.
+
+    On any exception the temporary folder is removed and ``out`` is untouched. An existing
+    ``out`` is an error unless ``overwrite`` is set, and even then it is only replaced once the
+    new one is complete (and only when it was written by this tool).
+    """
+    out = Path(out)
+    _check_replaceable(out, overwrite)
     created = _make_parents(out.parent)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -147,6 +152,29 @@ def _apply_umask(path: Path, *, directory: bool) -> None:
     """Give a ``mkstemp``/``mkdtemp`` result (private 0600/0700) the permissions the user's
     umask asks for, as a plain ``open``/``mkdir`` would; a restrictive umask keeps data private."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
+@contextlib.contextmanager
+def fresh_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Create ``out`` in place (after the same checks as :func:`staged_output_dir`) and remove
+    it again if the body fails.
+
+    For outputs whose files record their own absolute paths (evaluation results, reports),
+    which a rename from a staging folder would make stale. An earlier folder is deleted only
+    when ``overwrite`` is set and it was written by this tool.
+    """
+    out = Path(out)
+    _check_replaceable(out, overwrite)
+    if out.exists():
+        shutil.rmtree(out)
+    created = _make_parents(out.parent)
+    out.mkdir()
+    try:
+        yield out
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        _remove_empty(created)
+        raise
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

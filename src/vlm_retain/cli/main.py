@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import click
@@ -88,6 +89,12 @@ def _usage_message(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI; exit with the documented codes."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # our own progress bars and summaries say enough; hub/transformers bars would interleave
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # a known-harmless deprecation PEFT triggers on every adapter load (research/env.md §4)
+    warnings.filterwarnings(
+        "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+    )
     command = typer.main.get_command(app)
     try:
         code = command.main(
