@@ -373,3 +373,34 @@ def test_complete_predictions_without_stamp_are_refused_before_running(setup, tm
     settings = EvalSettings(model=str(tmp_path / "no-model"), limit=2)
     with pytest.raises(Exception, match="without their settings"):
         Runner(settings, tmp_path, progress=False).run(discover("ocr", [root / "htr"]))
+
+
+def test_task_filter_and_linked_benchmark_folders(setup, tmp_path: Path, run_cli) -> None:
+    root, model = setup
+    linked = tmp_path / "data"
+    linked.mkdir()
+    (linked / "world").symlink_to(root / "world", target_is_directory=True)
+    out = tmp_path / "eval"
+    result = run_cli(
+        "eval",
+        "general",
+        "--model",
+        model,
+        "--data",
+        linked,
+        "--out",
+        out,
+        "--task",
+        "vqav2",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "-q",
+    )
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in out.iterdir()) == ["vqav2"]
+    result = run_cli(
+        "eval", "general", "--model", model, "--data", linked, "--out", out, "--task", "nothing"
+    )
+    assert result.code == 2 and "--task nothing: not found" in result.err

@@ -396,3 +396,40 @@ def test_validators_find_broken_layouts(world: Path) -> None:
     assert layouts.karpathy_problems(karpathy, dataset="coco") != []
     with pytest.raises(InputError, match="captions"):
         layouts.require_valid(layouts.coco_captions_problems(captions), Path("captions.json"))
+
+
+def test_cli_exposes_the_world_options(tmp_path, run_cli) -> None:
+    out = tmp_path / "easy"
+    result = run_cli(
+        "data",
+        "synth",
+        "world",
+        "--out",
+        out,
+        "--n",
+        "12",
+        "--workers",
+        "1",
+        "--image-size",
+        "84",
+        "--max-shapes",
+        "2",
+        "--questions-per-image",
+        "3",
+        "--sign-share",
+        "0",
+        "-q",
+    )
+    assert result.code == 0, result.err
+    import json
+
+    records = [json.loads(line) for line in (out / "manifest.jsonl").open(encoding="utf-8")]
+    questions = [r["meta"]["question"] for r in records if r["task"] == "vqa"]
+    assert questions and not any("sign" in q.lower() for q in questions)  # --sign-share 0
+    from PIL import Image
+
+    first = next((out / "images").rglob("*.png"))
+    with Image.open(first) as image:
+        assert image.size == (84, 84)
+    result = run_cli("data", "synth", "world", "--out", tmp_path / "bad", "--max-shapes", "9")
+    assert result.code == 2

@@ -424,6 +424,14 @@ def synth_world(
         False, "--preview", help="Also write preview.png (contact sheet)."
     ),
     workers: int = typer.Option(2, "--workers", help="Rendering processes."),
+    image_size: int = typer.Option(112, "--image-size", help="Scene side in pixels (x 28)."),
+    max_shapes: int = typer.Option(4, "--max-shapes", help="At most this many shapes (1-6)."),
+    questions_per_image: int = typer.Option(
+        5, "--questions-per-image", help="VQA questions asked about each scene."
+    ),
+    sign_share: float = typer.Option(
+        0.25, "--sign-share", help="Share of scenes that carry a printed sign (0 to 1)."
+    ),
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
 ) -> None:
@@ -434,7 +442,16 @@ def synth_world(
 
     card = run(
         out,
-        WorldOptions(n=n, seed=seed, preview=preview, workers=workers),
+        WorldOptions(
+            n=n,
+            seed=seed,
+            preview=preview,
+            workers=workers,
+            image_size=image_size,
+            max_shapes=max_shapes,
+            questions_per_image=questions_per_image,
+            sign_share=sign_share,
+        ),
         overwrite=overwrite,
         progress=not quiet,
     )

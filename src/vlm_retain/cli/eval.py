@@ -41,6 +41,9 @@ IGNORE_BASE = typer.Option(
     help="Accept an adapter whose recorded base model differs (e.g. a renamed folder).",
 )
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+TASKS = typer.Option(
+    None, "--task", help="Only these tasks among those found (repeatable), e.g. --task vqav2."
+)
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
@@ -65,6 +68,7 @@ def _run(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     ignore_adapter_base: bool = False,
+    only: list[str] | None = None,
 ) -> None:
     from vlm_retain.errors import InputError
     from vlm_retain.evaluate.runner import EvalSettings, Runner, discover
@@ -95,6 +99,14 @@ def _run(
     tasks: dict[str, list[Path]] = {}
     for name in groups:
         tasks.update(discover(name, data))
+    if only:
+        unknown = sorted(set(only) - set(tasks))
+        if unknown:
+            raise InputError(
+                f"--task {', '.join(unknown)}: not found under --data",
+                hint=f"tasks found: {', '.join(tasks)}",
+            )
+        tasks = {name: sources for name, sources in tasks.items() if name in only}
     outcomes = Runner(settings, out, console=console, progress=not quiet).run(tasks)
     print_summary(outcomes, with_cost=gpu_cost_per_hour is not None)
     console.print(f"results under {out}")
@@ -152,6 +164,7 @@ def evaluate(
     allow_pickle: bool = ALLOW_PICKLE,
     trust_remote_code: bool = TRUST_REMOTE,
     ignore_adapter_base: bool = IGNORE_BASE,
+    task: list[str] | None = TASKS,
     quiet: bool = QUIET,
 ) -> None:
     """One function behind ``eval ocr``, ``eval general`` and ``eval all``: the command name
@@ -177,6 +190,7 @@ def evaluate(
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         ignore_adapter_base=ignore_adapter_base,
+        only=task,
     )
 
 

@@ -113,7 +113,9 @@ def walk_files(root: Path, max_depth: int = MAX_DEPTH) -> Iterator[Path]:
     """
     root = Path(root)
     base_depth = len(root.parts)
-    for current, dirs, files in os.walk(root):
+    # links are followed (a benchmark folder linked into a data folder is found); the depth
+    # limit keeps a link cycle from looping
+    for current, dirs, files in os.walk(root, followlinks=True):
         depth = len(Path(current).parts) - base_depth
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         if depth >= max_depth:
