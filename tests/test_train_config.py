@@ -102,7 +102,7 @@ def test_unknown_keys_name_the_path_and_the_allowed_keys():
     message = error_of(minimal(data={"target": [{"manifest": "t", "wieght": 2}]}))
     assert "c.yaml" in message
     assert "data.target[0].wieght: unknown key" in message
-    assert "allowed keys: manifest, split, weight, name" in message
+    assert "allowed keys: manifest, split, tasks, weight, name" in message
     message = error_of({**minimal(), "optim": {}})
     assert "optim: unknown key" in message and "model, tuning, data" in message
 

@@ -295,6 +295,28 @@ def test_build_mixture_from_the_config(tmp_path):
     assert all(s.task == "vqa" for s in samples if s.replay)
 
 
+def test_target_tasks_filter_keeps_only_the_named_tasks(tmp_path):
+    world = world_like(tmp_path / "w")
+    config = config_from_dict(
+        {
+            "model": {"path": "m"},
+            "data": {"target": [{"manifest": str(world), "tasks": ["vqa"]}]},
+            "train": {"output_dir": "o"},
+        }
+    )
+    samples = build_mixture(config.data, counter=simple_counter, seed=0).epoch(0)
+    assert samples and {s.task for s in samples} == {"vqa"}
+    unfiltered = config_from_dict(
+        {
+            "model": {"path": "m"},
+            "data": {"target": [{"manifest": str(world)}]},
+            "train": {"output_dir": "o"},
+        }
+    )
+    all_tasks = build_mixture(unfiltered.data, counter=simple_counter, seed=0).epoch(0)
+    assert {s.task for s in all_tasks} > {"vqa"}
+
+
 # --- replay from a benchmark's own layout -----------------------------------------------------
 
 

@@ -248,6 +248,9 @@ class TargetSource(_Section):
 
     manifest: str = Field(description="manifest folder or manifest.jsonl")
     split: Literal["train", "val", "test"] = Field("train", description="split to train on")
+    tasks: list[Literal["ocr", "vqa", "caption"]] | None = Field(
+        None, description="record tasks to train on (null: every trainable task in the manifest)"
+    )
     weight: float = Field(
         1.0, gt=0, description="passes per epoch: 2 repeats every sample, 0.5 draws half"
     )

@@ -659,6 +659,7 @@ def build_mixture(
             counter=counter,
             split=src.split,
             source=src.name,
+            tasks=src.tasks,
             prompt=data.prompt,
             caption_prompt=data.caption_prompt,
             what="target manifest",
