@@ -140,6 +140,21 @@ _QWEN2_COMPONENTS = {
     "llm": _QWEN_LLM,
     "lm_head": r"lm_head\.",
 }
+#: PaliGemma and InternVL keep their parts in the same places (vision_tower + projector + LM).
+_TOWER_MODULE_PATHS = {
+    "vision": "model.vision_tower",
+    "projector": "model.multi_modal_projector",
+    "embeddings": "model.language_model.embed_tokens",
+    "llm": "model.language_model",
+    "lm_head": "lm_head",
+}
+_TOWER_COMPONENTS = {
+    "vision": r"model\.vision_tower\.",
+    "projector": r"model\.multi_modal_projector\.",
+    "embeddings": r"model\.language_model\.embed_tokens\.",
+    "llm": r"model\.language_model\.",
+    "lm_head": r"lm_head\.",
+}
 _QWEN_CHAT = ChatFormat(
     style="qwen",
     image_placeholder="<|vision_start|><|image_pad|><|vision_end|>",
@@ -312,20 +327,8 @@ FAMILIES: dict[str, Family] = {
         model_types=("paligemma",),
         model_class="PaliGemmaForConditionalGeneration",
         processor_class="PaliGemmaProcessor",
-        module_paths={
-            "vision": "model.vision_tower",
-            "projector": "model.multi_modal_projector",
-            "embeddings": "model.language_model.embed_tokens",
-            "llm": "model.language_model",
-            "lm_head": "lm_head",
-        },
-        components={
-            "vision": r"model\.vision_tower\.",
-            "projector": r"model\.multi_modal_projector\.",
-            "embeddings": r"model\.language_model\.embed_tokens\.",
-            "llm": r"model\.language_model\.",
-            "lm_head": r"lm_head\.",
-        },
+        module_paths=_TOWER_MODULE_PATHS,
+        components=_TOWER_COMPONENTS,
         lora_targets={
             **_lm(r"model\.language_model\."),
             "vision": (
@@ -362,20 +365,8 @@ FAMILIES: dict[str, Family] = {
         model_types=("internvl",),
         model_class="InternVLForConditionalGeneration",
         processor_class="InternVLProcessor",
-        module_paths={
-            "vision": "model.vision_tower",
-            "projector": "model.multi_modal_projector",
-            "embeddings": "model.language_model.embed_tokens",
-            "llm": "model.language_model",
-            "lm_head": "lm_head",
-        },
-        components={
-            "vision": r"model\.vision_tower\.",
-            "projector": r"model\.multi_modal_projector\.",
-            "embeddings": r"model\.language_model\.embed_tokens\.",
-            "llm": r"model\.language_model\.",
-            "lm_head": r"lm_head\.",
-        },
+        module_paths=_TOWER_MODULE_PATHS,
+        components=_TOWER_COMPONENTS,
         lora_targets={
             **_lm(r"model\.language_model\."),
             "vision": (

@@ -96,7 +96,6 @@ def _qwen_special_ids(tok: Any) -> dict[str, int]:
 
 def _build_qwen2_5_vl(sz: TinySize, tok: Any, init: float) -> tuple[Any, Any, type]:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     cfg = Qwen2_5_VLConfig(
         text_config=_qwen_text(sz, tok, init),
@@ -118,18 +117,25 @@ def _build_qwen2_5_vl(sz: TinySize, tok: Any, init: float) -> tuple[Any, Any, ty
         initializer_range=init,
         **_qwen_special_ids(tok),
     )
-    ip = Qwen2VLImageProcessorPil(
-        patch_size=14,
+    ip = _qwen_image_processor(patch_size=14)
+    return cfg, ip, Qwen2_5_VLForConditionalGeneration
+
+
+def _qwen_image_processor(*, patch_size: int) -> Any:
+    """The PIL-backend Qwen image processor: 2x2 merging, 1 to 64 merged units per image."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    unit = patch_size * 2
+    return Qwen2VLImageProcessorPil(
+        patch_size=patch_size,
         merge_size=2,
         temporal_patch_size=2,
-        size={"shortest_edge": 28 * 28, "longest_edge": 28 * 28 * 64},
+        size={"shortest_edge": unit * unit, "longest_edge": unit * unit * 64},
     )
-    return cfg, ip, Qwen2_5_VLForConditionalGeneration
 
 
 def _build_qwen2_vl(sz: TinySize, tok: Any, init: float) -> tuple[Any, Any, type]:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     cfg = Qwen2VLConfig(
         text_config=_qwen_text(sz, tok, init),
@@ -149,18 +155,12 @@ def _build_qwen2_vl(sz: TinySize, tok: Any, init: float) -> tuple[Any, Any, type
         initializer_range=init,
         **_qwen_special_ids(tok),
     )
-    ip = Qwen2VLImageProcessorPil(
-        patch_size=14,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": 28 * 28, "longest_edge": 28 * 28 * 64},
-    )
+    ip = _qwen_image_processor(patch_size=14)
     return cfg, ip, Qwen2VLForConditionalGeneration
 
 
 def _build_qwen3_vl(sz: TinySize, tok: Any, init: float) -> tuple[Any, Any, type]:
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     head_dim = sz.text_hidden // sz.text_heads
     text = _qwen_text(sz, tok, init, head_dim=head_dim)
@@ -185,12 +185,7 @@ def _build_qwen3_vl(sz: TinySize, tok: Any, init: float) -> tuple[Any, Any, type
         initializer_range=init,
         **_qwen_special_ids(tok),
     )
-    ip = Qwen2VLImageProcessorPil(
-        patch_size=16,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": 32 * 32, "longest_edge": 32 * 32 * 64},
-    )
+    ip = _qwen_image_processor(patch_size=16)
     return cfg, ip, Qwen3VLForConditionalGeneration
 
 
