@@ -207,6 +207,10 @@ def test_contact_sheet_layout() -> None:
         (["--height", "0"], "--height"),
         (["--workers", "0"], "--workers"),
         (["--seed", "-1"], "--seed"),
+        (["--style", "typed"], "--style"),
+        (["--words", "0,2"], "--words"),
+        (["--words", "3,2"], "--words"),
+        (["--words", "two"], "--words"),
     ],
 )
 def test_bad_options_exit_2(run_cli, tmp_path: Path, args: list[str], names: str) -> None:
@@ -291,3 +295,32 @@ def test_cyrillic_handwriting_font_keeps_a_pre_reform_mix() -> None:
     assert 0.03 < fonts.count("Steve Hand") / len(fonts) < 0.2
     share = {era: lines.count("Steve Hand") / len(lines) for era, lines in by_era.items()}
     assert share[1900] > share[1720]
+
+
+def test_print_style_uses_print_fonts_and_no_wear(tmp_path: Path) -> None:
+    out = tmp_path / "print"
+    options = HtrOptions(per_lang=6, seed=2, workers=1, style="print", words=(1, 2))
+    card = synth_htr(out, options, progress=False)
+    records = read_jsonl(out / "manifest.jsonl")
+    print_fonts = {spec.name for spec in FONTS if spec.role == "print"}
+    assert {r["meta"]["font"] for r in records} <= print_fonts
+    assert all(r["meta"]["era"] == 2000 for r in records)
+    assert all(r["meta"]["wobble"] == 0 and r["meta"]["stains"] == 0 for r in records)
+    assert all(1 <= len(r["text"].split()) <= 2 for r in records)
+    assert card["importer"]["options"]["style"] == "print"
+    manuscript = synth_htr(
+        tmp_path / "hand", dataclasses.replace(options, style="manuscript"), progress=False
+    )
+    hand = read_jsonl(tmp_path / "hand" / "manifest.jsonl")
+    # Same texts (the text does not depend on the style), other fonts.
+    assert [r["text"] for r in hand] == [r["text"] for r in records]
+    assert not {r["meta"]["font"] for r in hand} & print_fonts
+    assert manuscript["content_hash"] != card["content_hash"]
+
+
+def test_words_option_bounds_the_words_per_line() -> None:
+    from vlm_retain.data.synthetic.text import generate_lines
+
+    lines = generate_lines("en", 60, 0, words=(1, 1))
+    assert all(len(line.split()) == 1 for line in lines)
+    assert max(len(line.split()) for line in generate_lines("en", 60, 0)) > 2

@@ -433,3 +433,199 @@ def test_cli_exposes_the_world_options(tmp_path, run_cli) -> None:
         assert image.size == (84, 84)
     result = run_cli("data", "synth", "world", "--out", tmp_path / "bad", "--max-shapes", "9")
     assert result.code == 2
+
+
+# --- a smaller world: --kinds, --colours, --families -------------------------------------------
+
+EASY = WorldOptions(
+    n=30,
+    seed=5,
+    workers=1,
+    sign_share=0.2,
+    kinds=("triangle", "circle", "square"),  # any order: the set decides
+    colours=("red", "green", "blue", "yellow"),
+    families=("color", "shape", "count", "exists"),
+)
+
+
+def _world_words(text: str) -> set[str]:
+    """The world's kind and colour names in ``text`` (plurals as their kind)."""
+    words = {PLURAL.get(word, word) for word in re.findall(r"[a-z]+", text.lower())}
+    return words & (KINDS | COLOURS)
+
+
+def _vqa_records(world: Path) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(world / "manifest.jsonl") if r["task"] == "vqa"]
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("easy") / "w"
+    synth_world(out, EASY, progress=False)
+    return out
+
+
+def test_defaults_are_the_full_world() -> None:
+    from vlm_retain.data.synthetic.world import ALL_FAMILIES
+
+    options = WorldOptions()
+    assert options.kinds == ("circle", "square", "triangle", "star", "cross")
+    assert options.colours == ("red", "orange", "yellow", "green", "blue", "purple")
+    assert options.families == ALL_FAMILIES
+    assert ALL_FAMILIES == (
+        "color", "shape", "count", "count_attr", "exists", "relation", "extreme",
+    )  # fmt: skip
+
+
+def test_default_output_is_unchanged(tmp_path: Path) -> None:
+    """The bytes from before --kinds/--colours/--families existed (numpy-only files, so the
+    hashes do not depend on the Pillow or zlib build); listing every name, in any order, is
+    the same as the default."""
+    import hashlib
+
+    options = WorldOptions(n=12, seed=0, workers=1, sign_share=0.0)
+    synth_world(tmp_path / "d", options, progress=False)
+    expected = {
+        "scenes.json": "57917e467d99f1eb181a2241dc14c698add0e08f114aeffcac6c0071f9b94d1c",
+        "vqav2/Annotations/v2_mscoco_train_annotations.json": (
+            "08352b982eb049eca2f42571e49aff49cb09a9cd3dfdab090042d09b4cec70f0"
+        ),
+        "karpathy/dataset_coco.json": (
+            "ff9b890b9614702976ea5935bb4f4c43763931e2c404f1752cd83580ce3ed866"
+        ),
+    }
+    for name, digest in expected.items():
+        assert hashlib.sha256((tmp_path / "d" / name).read_bytes()).hexdigest() == digest, name
+    shuffled = replace(
+        options,
+        kinds=tuple(reversed(options.kinds)),
+        colours=tuple(reversed(options.colours)),
+        families=tuple(reversed(options.families)),
+    )
+    synth_world(tmp_path / "s", shuffled, progress=False)
+    assert _files(tmp_path / "s") == _files(tmp_path / "d")
+
+
+def test_restricted_world_shows_and_asks_only_what_it_allows(
+    easy: Path,
+) -> None:
+    scenes = {s["image_id"]: s for s in read_json(easy / "scenes.json")["scenes"]}
+    shapes = [shape for scene in scenes.values() for shape in scene["shapes"]]
+    assert {s["kind"] for s in shapes} == set(EASY.kinds)
+    assert {s["color"] for s in shapes} == set(EASY.colours)
+    allowed = set(EASY.kinds) | set(EASY.colours)
+    records = _vqa_records(easy)
+    assert {r["meta"]["family"] for r in records if r["meta"]["set"] == "vqav2"} == set(
+        EASY.families
+    )
+    assert {r["meta"]["family"] for r in records if r["meta"]["set"] == "signs"} == {"sign"}
+    for record in records:
+        if record["meta"]["set"] == "signs":
+            continue
+        meta = record["meta"]
+        for text in (meta["question"], *meta["answers"]):
+            assert _world_words(text) <= allowed, (meta["question"], meta["answers"])
+    # Still true to the scene, by the test's own parser ("exists" no's name allowed pairs).
+    truths: Counter[str] = Counter()
+    for question, ann in _annotations(easy, "vqav2"):
+        family, truth = _truth(question["question"], scenes[question["image_id"]]["shapes"])
+        assert ann["multiple_choice_answer"] == truth, question
+        truths[family, truth] += 1
+    assert truths["exists", "no"] > 0 and truths["exists", "yes"] > 0
+    card = read_json(easy / "card.json")
+    options = card["importer"]["options"]
+    assert (options["kinds"], options["colours"], options["families"]) == (
+        list(EASY.kinds),
+        list(EASY.colours),
+        list(EASY.families),
+    )
+
+
+def test_a_one_kind_one_colour_world_still_asks_true_questions(tmp_path: Path) -> None:
+    options = WorldOptions(
+        n=15,
+        seed=1,
+        workers=1,
+        sign_share=0.0,
+        max_shapes=3,
+        kinds=("circle",),
+        colours=("blue",),
+        families=("count_attr", "exists"),
+    )
+    synth_world(tmp_path / "w", options, progress=False)
+    scenes = {s["image_id"]: s for s in read_json(tmp_path / "w" / "scenes.json")["scenes"]}
+    assert {(s["color"], s["kind"]) for sc in scenes.values() for s in sc["shapes"]} == {
+        ("blue", "circle")
+    }
+    pairs = _annotations(tmp_path / "w", "vqav2")
+    assert len(pairs) == 2 * options.n  # both families can always be asked
+    for question, ann in pairs:
+        shapes = scenes[question["image_id"]]["shapes"]
+        family, truth = _truth(question["question"], shapes)
+        assert ann["multiple_choice_answer"] == truth, question
+        # Every pair the world can show is in every scene: "Is there ...?" can only be yes,
+        # and a count of "blue shapes" or "circles" is every shape.
+        assert truth == ("yes" if family == "exists" else str(len(shapes)))
+        assert _world_words(question["question"]) <= {"blue", "circle"}
+        assert all(_world_words(a["answer"]) <= {"blue", "circle"} for a in ann["answers"])
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"kinds": ()}, "kinds"),
+        ({"kinds": ("circle", "hexagon")}, "kinds"),
+        ({"kinds": ("circle", "circle")}, "kinds"),
+        ({"colours": ()}, "colours"),
+        ({"colours": ("red", "pink")}, "colours"),
+        ({"colours": ("red", "red")}, "colours"),
+        ({"families": ()}, "families"),
+        ({"families": ("sign",)}, "families"),
+        ({"families": ("count", "count")}, "families"),
+    ],
+)
+def test_bad_world_subsets_name_the_option(change: dict[str, Any], named: str) -> None:
+    with pytest.raises(InputError, match=rf"^{named} must be a non-empty subset of ") as info:
+        replace(OPTIONS, **change).validate()
+    message = str(info.value)
+    assert "\n" not in message
+    allowed = {"kinds": KINDS, "colours": COLOURS, "families": {"color", "count_attr", "extreme"}}
+    assert all(name in message for name in allowed[named])  # lists the allowed values
+
+
+def test_cli_parses_the_world_subsets(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "easy"
+    result = run_cli(
+        "data",
+        "synth",
+        "world",
+        "--out",
+        out,
+        "--n",
+        "12",
+        "--workers",
+        "1",
+        "--sign-share",
+        "0",
+        "--kinds",
+        "circle, square,triangle",
+        "--colours",
+        "red,green,blue,yellow",
+        "--families",
+        "color,shape,count,exists",
+        "-q",
+    )
+    assert result.code == 0, result.err
+    options = read_json(out / "card.json")["importer"]["options"]
+    assert options["kinds"] == ["circle", "square", "triangle"]
+    assert options["colours"] == ["red", "green", "blue", "yellow"]
+    assert options["families"] == ["color", "shape", "count", "exists"]
+    assert {r["meta"]["family"] for r in _vqa_records(out)} <= {"color", "shape", "count", "exists"}
+    shapes = [s for sc in read_json(out / "scenes.json")["scenes"] for s in sc["shapes"]]
+    assert {s["kind"] for s in shapes} <= {"circle", "square", "triangle"}
+    for flag, value in (("--kinds", "circle,hexagon"), ("--colours", ""), ("--families", "sign")):
+        bad = tmp_path / flag.strip("-")
+        result = run_cli("data", "synth", "world", "--out", bad, flag, value, "-q")
+        assert result.code == 2
+        assert flag.strip("-") in result.err
+        assert not bad.exists()

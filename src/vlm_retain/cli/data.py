@@ -378,6 +378,14 @@ def purge(
     console.print(f"removed {folder} ({plan.kind})")
 
 
+def _int_range(value: str, option: str) -> tuple[int, int]:
+    """``"1,2"`` -> ``(1, 2)``; a one-line error naming the option otherwise."""
+    parts = [part.strip() for part in value.split(",")]
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        raise InputError(f"{option} must be two whole numbers MIN,MAX (got {value!r})")
+    return int(parts[0]), int(parts[1])
+
+
 synth_app = typer.Typer(
     help="Generate the offline default data: manuscript lines and a general-skills world.",
     no_args_is_help=True,
@@ -396,6 +404,12 @@ def synth_htr(
         False, "--preview", help="Also write preview.png (contact sheet)."
     ),
     workers: int = typer.Option(2, "--workers", help="Rendering processes."),
+    style: str = typer.Option(
+        "manuscript", "--style", help="manuscript (hands, eras, wear) or print (clean type)."
+    ),
+    words: str = typer.Option(
+        "", "--words", help="Words per line as MIN,MAX (default: each language's own, 2,5)."
+    ),
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
 ) -> None:
@@ -410,6 +424,8 @@ def synth_htr(
         height=height,
         preview=preview,
         workers=workers,
+        style=style,
+        words=_int_range(words, "--words") if words else None,
     )
     card = run(out, options, overwrite=overwrite, progress=not quiet)
     _summarize(card, out)
@@ -432,6 +448,22 @@ def synth_world(
     sign_share: float = typer.Option(
         0.25, "--sign-share", help="Share of scenes that carry a printed sign (0 to 1)."
     ),
+    kinds: str = typer.Option(
+        "circle,square,triangle,star,cross",
+        "--kinds",
+        help="Comma-separated shape kinds drawn: circle, square, triangle, star, cross.",
+    ),
+    colours: str = typer.Option(
+        "red,orange,yellow,green,blue,purple",
+        "--colours",
+        help="Comma-separated shape colours: red, orange, yellow, green, blue, purple.",
+    ),
+    families: str = typer.Option(
+        "color,shape,count,count_attr,exists,relation,extreme",
+        "--families",
+        help="Comma-separated question families: color, shape, count, count_attr, exists,"
+        " relation, extreme (sign questions follow --sign-share).",
+    ),
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
 ) -> None:
@@ -451,6 +483,9 @@ def synth_world(
             max_shapes=max_shapes,
             questions_per_image=questions_per_image,
             sign_share=sign_share,
+            kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()),
+            colours=tuple(x.strip() for x in colours.split(",") if x.strip()),
+            families=tuple(x.strip() for x in families.split(",") if x.strip()),
         ),
         overwrite=overwrite,
         progress=not quiet,

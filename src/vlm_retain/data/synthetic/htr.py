@@ -60,6 +60,16 @@ class HtrOptions:
     workers: int = 2
     val_frac: float = 0.1
     test_frac: float = 0.1
+    #: ``manuscript`` (hand and book fonts, eras, wear) or ``print`` (clean modern type on
+    #: white paper: the printed text a base model reads before it meets manuscripts).
+    style: str = "manuscript"
+    #: Words per line as ``(min, max)``; ``None`` keeps each language's own range (2 to 5).
+    words: tuple[int, int] | None = None
+
+
+STYLES = ("manuscript", "print")
+#: The ``era`` recorded for printed lines (they belong to no manuscript period).
+PRINT_ERA = 2000
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,17 @@ def validate(options: HtrOptions) -> None:
             "also needs libfribidi (Debian/Ubuntu: apt-get install libfribidi0); or leave ar "
             "out of --langs",
         )
+    if options.style not in STYLES:
+        raise InputError(
+            f"unknown --style {options.style!r}", field="style", hint=f"use {' or '.join(STYLES)}"
+        )
+    if options.words is not None:
+        low, high = options.words
+        if not 1 <= low <= high <= 8:
+            raise InputError(
+                f"--words must be MIN,MAX with 1 <= MIN <= MAX <= 8, got {low},{high}",
+                field="words",
+            )
     if options.per_lang < 1:
         raise InputError(f"--per-lang must be at least 1, got {options.per_lang}", field="per_lang")
     if options.height < PATCH_GRID or options.height % PATCH_GRID:
@@ -190,7 +211,9 @@ def synth_htr(
     seen: set[str] = set()
     jobs: list[tuple[str, int, str]] = []
     for lang in options.langs:
-        texts = generate_lines(lang, options.per_lang, options.seed, avoid=seen)
+        texts = generate_lines(
+            lang, options.per_lang, options.seed, avoid=seen, words=options.words
+        )
         jobs.extend((lang, index, text) for index, text in enumerate(texts))
     splits = {lang: split_of(lang, options) for lang in options.langs}
     with staged_output_dir(out, overwrite=overwrite) as staging:
@@ -310,9 +333,11 @@ def choose_font(
 
 
 def sample_style(
-    lang: str, text: str, rng: np.random.Generator, height: int
+    lang: str, text: str, rng: np.random.Generator, height: int, style: str = "manuscript"
 ) -> tuple[LineStyle | None, int]:
     """Draw the era, then the font (covering ``text``) and every augmentation parameter."""
+    if style == "print":
+        return _print_style(lang, text, rng, height)
     era_index = int(rng.integers(len(ERAS)))
     era = ERAS[era_index]
     spec, rejected = choose_font(text, candidate_fonts(lang, era), rng)
@@ -346,6 +371,49 @@ def sample_style(
         stain_strength=_r(rng.uniform(0.15, 0.35)),
         blur=_r(rng.uniform(0.2, 0.55 if stroke else 0.8)),  # bold and blurred is a smear
         noise=_r(rng.uniform(1.5, 5.0) * wear),
+        margin_start=int(rng.integers(4, 15)),
+        margin_end=int(rng.integers(4, 15)),
+    )
+    return style, rejected
+
+
+def _print_style(
+    lang: str, text: str, rng: np.random.Generator, height: int
+) -> tuple[LineStyle | None, int]:
+    """Clean print: a modern print font, near-black ink on near-white paper, no warp or wear.
+
+    The same sizing rule as manuscripts (letter height about half the line), so the only
+    difference a model sees between the two sets is the hand, not the scale.
+    """
+    script = SCRIPTS[lang]
+    candidates = [(spec, 1.0) for spec in fonts_for(script, ("print",))]
+    spec, rejected = choose_font(text, candidates, rng)
+    if spec is None:
+        return None, rejected
+    cap = height * float(rng.uniform(0.44, 0.54)) * _CAP_SCALE[script]
+    grey = int(rng.integers(10, 40))
+    paper = int(rng.integers(238, 256))
+    style = LineStyle(
+        font=spec.name,
+        era=PRINT_ERA,
+        size=max(8, round(cap / cap_ratio(spec.file, script))),
+        stroke=0,
+        slant=0.0,
+        wobble_amp=0.0,
+        wobble_period=200.0,
+        wobble_phase=0.0,
+        elastic=0.0,
+        ink="print black",
+        ink_rgb=(grey, grey, grey),
+        opacity=1.0,
+        fade=0.0,
+        paper_rgb=(paper, paper, paper),
+        tint=0.0,
+        grain=_r(rng.uniform(0.5, 1.5)),
+        stains=0,
+        stain_strength=0.0,
+        blur=_r(rng.uniform(0.0, 0.3)),
+        noise=_r(rng.uniform(0.5, 2.0)),
         margin_start=int(rng.integers(4, 15)),
         margin_end=int(rng.integers(4, 15)),
     )
@@ -484,11 +552,11 @@ def _spec(name: str) -> FontSpec:
 
 
 def render_one(
-    seed: int, lang: str, index: int, text: str, height: int
+    seed: int, lang: str, index: int, text: str, height: int, style_name: str = "manuscript"
 ) -> tuple[Image.Image | None, dict[str, Any] | None, int]:
     """Sample the style of line ``(lang, index)`` and render it; ``None`` when no font covers."""
     rng = line_generator(seed, lang, index)
-    style, rejected = sample_style(lang, text, rng, height)
+    style, rejected = sample_style(lang, text, rng, height, style_name)
     if style is None:
         return None, None, rejected
     image = render_line(text, lang, style, height, rng)
@@ -513,13 +581,13 @@ ChunkResult = list[tuple[str, str, dict[str, Any] | None, int]]
 
 
 def _render_chunk(
-    seed: int, height: int, images: str, items: list[tuple[str, int, str]]
+    seed: int, height: int, style: str, images: str, items: list[tuple[str, int, str]]
 ) -> ChunkResult:
     """Render and write a chunk of lines (runs in a worker process)."""
     results: ChunkResult = []
     for lang, index, text in items:
         line_id = f"{lang}-{index:06d}"
-        image, meta, rejected = render_one(seed, lang, index, text, height)
+        image, meta, rejected = render_one(seed, lang, index, text, height, style)
         if image is not None:
             (Path(images) / f"{line_id}.png").write_bytes(encode_png(image))
         results.append((line_id, text, meta, rejected))
@@ -534,11 +602,13 @@ def _run_chunks(
     images = str(staging / "images")
     if options.workers == 1 or len(chunks) == 1:
         for chunk in chunks:
-            yield _render_chunk(options.seed, options.height, images, chunk)
+            yield _render_chunk(options.seed, options.height, options.style, images, chunk)
         return
     with ProcessPoolExecutor(max_workers=options.workers) as pool:
         futures = [
-            pool.submit(_render_chunk, options.seed, options.height, images, chunk)
+            pool.submit(
+                _render_chunk, options.seed, options.height, options.style, images, chunk
+            )
             for chunk in chunks
         ]
         for future in futures:

@@ -203,11 +203,15 @@ def sample_scene(
     unit: int,
     max_shapes: int,
     sign: SignText | None = None,
+    kinds: tuple[str, ...] = KINDS,
+    colours: tuple[str, ...] = tuple(COLOURS),
 ) -> Scene:
     """Draw a random scene on a ``size`` x ``size`` canvas.
 
     ``unit`` is the plain image side that shape sizes are relative to, so shapes on the larger
     canvas of a sign scene have the same size in pixels (and in patches) as everywhere else.
+    Shapes take their kind from ``kinds`` and their colour from ``colours`` (names from
+    :data:`KINDS` and :data:`COLOURS`; the defaults are all of them).
     """
     background = _sample_background(rng)
     margin = max(3, unit // 28)
@@ -217,7 +221,16 @@ def sample_scene(
         placed_sign = _place_sign(rng, sign, size, margin)
         blocked.append(placed_sign.box)
     count = int(rng.integers(1, max_shapes + 1))
-    shapes = _place_shapes(rng, count, size=size, unit=unit, margin=margin, blocked=blocked)
+    shapes = _place_shapes(
+        rng,
+        count,
+        size=size,
+        unit=unit,
+        margin=margin,
+        blocked=blocked,
+        kinds=kinds,
+        colours=colours,
+    )
     return Scene(size, size, background, tuple(shapes), placed_sign)
 
 
@@ -266,6 +279,8 @@ def _place_shapes(
     unit: int,
     margin: int,
     blocked: list[tuple[int, int, int, int]],
+    kinds: tuple[str, ...] = KINDS,
+    colours: tuple[str, ...] = tuple(COLOURS),
 ) -> list[Shape]:
     """Non-overlapping shapes with a gap; retries whole layouts before giving anything up.
 
@@ -274,8 +289,8 @@ def _place_shapes(
     the scene records what was drawn, so every answer stays true either way.
     """
     gap = max(4, unit // 16)
-    kinds = [KINDS[int(rng.integers(len(KINDS)))] for _ in range(count)]
-    colours = [list(COLOURS)[int(rng.integers(len(COLOURS)))] for _ in range(count)]
+    shape_kinds = [kinds[int(rng.integers(len(kinds)))] for _ in range(count)]
+    shape_colours = [colours[int(rng.integers(len(colours)))] for _ in range(count)]
     size_classes = ["large" if rng.random() < 0.5 else "small" for _ in range(count)]
     for attempt in range(40):
         if attempt == 30:
@@ -290,11 +305,26 @@ def _place_shapes(
             boxes[index] = box
         if len(boxes) == count:
             return [
-                Shape(kinds[i], colours[i], size_classes[i], boxes[i], _jitter(rng, colours[i]))
+                Shape(
+                    shape_kinds[i],
+                    shape_colours[i],
+                    size_classes[i],
+                    boxes[i],
+                    _jitter(rng, shape_colours[i]),
+                )
                 for i in range(count)
             ]
     if count > 1:
-        return _place_shapes(rng, count - 1, size=size, unit=unit, margin=margin, blocked=blocked)
+        return _place_shapes(
+            rng,
+            count - 1,
+            size=size,
+            unit=unit,
+            margin=margin,
+            blocked=blocked,
+            kinds=kinds,
+            colours=colours,
+        )
     raise RuntimeError(f"cannot place a shape on a {size}-px canvas")  # options forbid this
 
 

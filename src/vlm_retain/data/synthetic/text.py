@@ -324,11 +324,14 @@ def _capitalize(word: str) -> str:
     return word[:1].upper() + word[1:]
 
 
-def generate_line(lang: str, rnd: random.Random) -> str:
-    """One line of pseudo-text in ``lang`` (clean: NFC, single spaces, no edge whitespace)."""
+def generate_line(lang: str, rnd: random.Random, words: tuple[int, int] | None = None) -> str:
+    """One line of pseudo-text in ``lang`` (clean: NFC, single spaces, no edge whitespace).
+
+    ``words`` overrides the language's words-per-line range (a demo wants short lines).
+    """
     model = MODELS[lang]
     finals = _tables(model).finals
-    n_words = rnd.randint(*model.words_per_line)
+    n_words = rnd.randint(*(words or model.words_per_line))
     words: list[str] = []
     number_at = rnd.randrange(n_words) if rnd.random() < model.p_number else -1
     length = 0
@@ -370,7 +373,14 @@ def line_rng(seed: int, lang: str, index: int, attempt: int = 0) -> random.Rando
     return random.Random(f"synth-htr:text:{seed}:{lang}:{index}:{attempt}")
 
 
-def generate_lines(lang: str, n: int, seed: int, *, avoid: set[str] | None = None) -> list[str]:
+def generate_lines(
+    lang: str,
+    n: int,
+    seed: int,
+    *,
+    avoid: set[str] | None = None,
+    words: tuple[int, int] | None = None,
+) -> list[str]:
     """``n`` distinct lines of ``lang``; a repeat (or a text in ``avoid``) is redrawn.
 
     Distinct texts keep ``data check`` free of train/test text leaks by construction.
@@ -379,7 +389,7 @@ def generate_lines(lang: str, n: int, seed: int, *, avoid: set[str] | None = Non
     lines: list[str] = []
     for index in range(n):
         for attempt in range(1000):
-            text = generate_line(lang, line_rng(seed, lang, index, attempt))
+            text = generate_line(lang, line_rng(seed, lang, index, attempt), words)
             if text not in seen:
                 break
         seen.add(text)

@@ -30,7 +30,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,17 @@ _SCRIPT = {"en": "latin", "it": "latin", "ru": "cyrillic", "ar": "arabic"}
 SIGN_QID_OFFSET = 500
 #: The font contact_sheet() draws labels with (to avoid boxes for scripts it lacks).
 _LABEL_FONT = "Noto Sans"
+#: Families of shape questions (``Question.family``, ``meta.family`` in the manifest); the sign
+#: question (family ``sign``) is not among them: ``sign_share`` governs it.
+ALL_FAMILIES: tuple[str, ...] = (
+    "color",
+    "shape",
+    "count",
+    "count_attr",
+    "exists",
+    "relation",
+    "extreme",
+)
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 _INFO = {
     "description": "vlm-retain synthetic world: shapes and printed signs",
@@ -92,6 +103,11 @@ class WorldOptions:
     models). Scenes with a sign are drawn at ``sign_image_size`` so that the printed text can be
     large (cap height about 20 px or more) and still hold a short phrase; their shapes keep the
     same size in pixels. ``sign_share`` is the share of scenes (per split) that carry a sign.
+
+    ``kinds`` and ``colours`` are the shape kinds and colours the world draws (and the only ones
+    any question or answer names); ``families`` the shape-question families asked. Each is a
+    non-empty subset of :data:`~.scenes.KINDS`, :data:`~.scenes.COLOURS` and
+    :data:`ALL_FAMILIES`; their order does not matter (the output depends only on the set).
     """
 
     n: int = 1000
@@ -106,6 +122,9 @@ class WorldOptions:
     questions_per_image: int = 5
     val_frac: float = 0.1
     test_frac: float = 0.1
+    kinds: tuple[str, ...] = KINDS
+    colours: tuple[str, ...] = tuple(COLOURS)
+    families: tuple[str, ...] = ALL_FAMILIES
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first option that is out of range."""
@@ -139,6 +158,17 @@ class WorldOptions:
                 "sign_langs: Arabic signs need Pillow with libraqm (for shaping)",
                 hint="install a Pillow wheel with raqm or leave 'ar' out",
             )
+        for name, allowed in (
+            ("kinds", KINDS),
+            ("colours", tuple(COLOURS)),
+            ("families", ALL_FAMILIES),
+        ):
+            values = tuple(getattr(self, name))
+            if not values or len(set(values)) < len(values) or set(values) - set(allowed):
+                raise InputError(
+                    f"{name} must be a non-empty subset of {', '.join(allowed)} without repeats"
+                    f" (got {', '.join(map(str, values)) or 'none'})"
+                )
         if self.questions_per_image < 1:
             raise InputError(
                 f"questions_per_image must be at least 1 (got {self.questions_per_image})"
@@ -338,18 +368,44 @@ _DIRECTIONS = {
 _RELATIONS = {"left": "to the left of", "right": "to the right of", "up": "above", "down": "below"}
 
 
-def scene_questions(scene: Scene, rng: np.random.Generator, limit: int) -> list[Question]:
+def scene_questions(
+    scene: Scene,
+    rng: np.random.Generator,
+    limit: int,
+    *,
+    families: tuple[str, ...] = ALL_FAMILIES,
+    kinds: tuple[str, ...] = KINDS,
+    colours: tuple[str, ...] = tuple(COLOURS),
+) -> list[Question]:
     """Up to ``limit`` questions about the shapes, at most one per family, in random order.
 
     A question is only asked when its answer is unambiguous in this scene: "What color is the
     square?" needs exactly one square, a relation needs two shapes that can be named uniquely
-    and do not overlap along the axis asked about.
+    and do not overlap along the axis asked about. Only ``families`` are asked; ``kinds`` and
+    ``colours`` are those of the world: questions about something absent pick only from them,
+    and annotator mistakes that name a kind or colour outside them are left out.
     """
-    makers = [_colour_q, _shape_q, _count_q, _count_attr_q, _exists_q, _relation_q, _extreme_q]
+    kinds = tuple(k for k in KINDS if k in kinds)  # canonical order: the set decides
+    colours = tuple(c for c in COLOURS if c in colours)
+    makers = {
+        "color": _colour_q,
+        "shape": _shape_q,
+        "count": _count_q,
+        "count_attr": lambda shapes, rng: _count_attr_q(shapes, rng, kinds, colours),
+        "exists": lambda shapes, rng: _exists_q(shapes, rng, kinds, colours),
+        "relation": _relation_q,
+        "extreme": _extreme_q,
+    }
+    chosen = [makers[family] for family in ALL_FAMILIES if family in families]
+    unseen = (set(KINDS) - set(kinds)) | (set(COLOURS) - set(colours))
     questions = []
-    for index in rng.permutation(len(makers)):
-        question = makers[int(index)](scene.shapes, rng)
+    for index in rng.permutation(len(chosen)):
+        question = chosen[int(index)](scene.shapes, rng)
         if question is not None:
+            if unseen and set(question.wrong) & unseen:
+                question = replace(
+                    question, wrong=tuple(w for w in question.wrong if w not in unseen)
+                )
             questions.append(question)
     return questions[:limit]
 
@@ -394,24 +450,34 @@ def _count_q(shapes: tuple[Shape, ...], rng: np.random.Generator) -> Question:
     return _number_answer("count", phrasing, len(shapes))
 
 
-def _count_attr_q(shapes: tuple[Shape, ...], rng: np.random.Generator) -> Question:
+def _count_attr_q(
+    shapes: tuple[Shape, ...],
+    rng: np.random.Generator,
+    kinds: tuple[str, ...] = KINDS,
+    colours: tuple[str, ...] = tuple(COLOURS),
+) -> Question:
     if rng.random() < 0.5:
         present = sorted({s.color for s in shapes})
-        colour = _pick(rng, present) if rng.random() < 0.7 else _pick(rng, tuple(COLOURS))
+        colour = _pick(rng, present) if rng.random() < 0.7 else _pick(rng, colours)
         count = sum(s.color == colour for s in shapes)
         return _number_answer("count_attr", f"How many {colour} shapes are there?", count)
     present = sorted({s.kind for s in shapes})
-    kind = _pick(rng, present) if rng.random() < 0.7 else _pick(rng, KINDS)
+    kind = _pick(rng, present) if rng.random() < 0.7 else _pick(rng, kinds)
     count = sum(s.kind == kind for s in shapes)
     return _number_answer("count_attr", f"How many {PLURALS[kind]} are there?", count)
 
 
-def _exists_q(shapes: tuple[Shape, ...], rng: np.random.Generator) -> Question:
+def _exists_q(
+    shapes: tuple[Shape, ...],
+    rng: np.random.Generator,
+    kinds: tuple[str, ...] = KINDS,
+    colours: tuple[str, ...] = tuple(COLOURS),
+) -> Question:
     present = sorted({(s.color, s.kind) for s in shapes})
-    if rng.random() < 0.5:
+    absent = [(c, k) for c in colours for k in kinds if (c, k) not in present]
+    if rng.random() < 0.5 or not absent:  # a tiny world may show every pair there is
         colour, kind = _pick(rng, present)
     else:
-        absent = [(c, k) for c in COLOURS for k in KINDS if (c, k) not in present]
         # Half of the "no" cases are near misses (right kind or right colour), so the answer
         # needs colour and shape bound together, not either alone.
         near = [(c, k) for c, k in absent if any(c == pc or k == pk for pc, pk in present)]
@@ -670,6 +736,9 @@ def _make_item(job: _Job) -> _Item:
     def stream(kind: int) -> np.random.Generator:
         return np.random.default_rng([job.seed, kind, job.image_id])
 
+    # Canonical order (that of KINDS and COLOURS), so the output depends only on the sets.
+    kinds = tuple(k for k in KINDS if k in options.kinds)
+    colours = tuple(c for c in COLOURS if c in options.colours)
     scene_rng = stream(_STREAM_SCENE)
     sign_text = None
     canvas = options.image_size
@@ -682,6 +751,8 @@ def _make_item(job: _Job) -> _Item:
         unit=options.image_size,
         max_shapes=options.max_shapes,
         sign=sign_text,
+        kinds=kinds,
+        colours=colours,
     )
     image = render_scene(scene, stream(_STREAM_PIXELS))
     relative = image_path(job.split, job.image_id)
@@ -692,7 +763,16 @@ def _make_item(job: _Job) -> _Item:
     qa_rng = stream(_STREAM_QA)
     questions = tuple(
         (job.image_id * 1000 + k, q, ten_answers(q, qa_rng))
-        for k, q in enumerate(scene_questions(scene, qa_rng, options.questions_per_image))
+        for k, q in enumerate(
+            scene_questions(
+                scene,
+                qa_rng,
+                options.questions_per_image,
+                families=options.families,
+                kinds=kinds,
+                colours=colours,
+            )
+        )
     )
     sign = None
     if scene.sign is not None:
