@@ -606,9 +606,7 @@ def _run_chunks(
         return
     with ProcessPoolExecutor(max_workers=options.workers) as pool:
         futures = [
-            pool.submit(
-                _render_chunk, options.seed, options.height, options.style, images, chunk
-            )
+            pool.submit(_render_chunk, options.seed, options.height, options.style, images, chunk)
             for chunk in chunks
         ]
         for future in futures:
