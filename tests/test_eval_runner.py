@@ -404,3 +404,24 @@ def test_task_filter_and_linked_benchmark_folders(setup, tmp_path: Path, run_cli
         "eval", "general", "--model", model, "--data", linked, "--out", out, "--task", "nothing"
     )
     assert result.code == 2 and "--task nothing: not found" in result.err
+
+
+def test_ocr_prompt_replaces_the_ocr_prompt_only_and_is_recorded(
+    setup, tmp_path: Path, run_cli
+) -> None:
+    from vlm_retain.evaluate.tasks import get_task
+
+    settings = EvalSettings(model="m", ocr_prompt="Read it.")
+    assert settings.task("ocr").prompt == "Read it."
+    assert settings.task("vqav2").prompt == get_task("vqav2").prompt
+    assert EvalSettings(model="m").task("ocr").prompt == get_task("ocr").prompt
+    root, model = setup
+    out = tmp_path / "e"
+    args = ["eval", "ocr", "--model", model, "--data", root / "htr", "--out", out, "--limit", "2"]
+    result = run_cli(*args, "--max-new-tokens", "2", "--ocr-prompt", "Read it.", "--quiet")
+    assert result.code == 0, result.err
+    recorded = read_json(out / "ocr" / "results.json")["provenance"]["settings"]
+    assert recorded["prompt"] == "Read it."
+    # the prompt is part of the settings: the default prompt over these results is refused
+    again = run_cli(*args, "--max-new-tokens", "2", "--quiet")
+    assert again.code == 2 and "other settings" in again.err

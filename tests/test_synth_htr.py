@@ -324,3 +324,25 @@ def test_words_option_bounds_the_words_per_line() -> None:
     lines = generate_lines("en", 60, 0, words=(1, 1))
     assert all(len(line.split()) == 1 for line in lines)
     assert max(len(line.split()) for line in generate_lines("en", 60, 0)) > 2
+
+
+def test_lexicon_lines_share_words_between_styles_and_never_repeat() -> None:
+    from vlm_retain.data.synthetic.text import generate_lines, lexicon
+
+    words = lexicon("ru", 16)
+    assert len(set(words)) == 16 and all(w.isalpha() and w == w.lower() for w in words)
+    assert lexicon("ru", 24)[:16] == words and lexicon("en", 16) != words
+    lines = generate_lines("ru", 100, 3, words=(1, 2), lexicon_size=16)
+    other = generate_lines("ru", 100, 4, words=(1, 2), lexicon_size=16)
+    assert len(set(lines)) == 100 and lines != other
+    assert {w for line in lines + other for w in line.split()} <= set(words)
+
+
+def test_a_lexicon_too_small_for_the_lines_is_one_clear_error(run_cli, tmp_path: Path) -> None:
+    result = run_cli(
+        "data", "synth", "htr", "--out", tmp_path / "x", "--langs", "en", "--per-lang", "40",
+        "--lexicon", "4", "--words", "1,2", "--quiet",
+    )  # fmt: skip
+    assert result.code == 2
+    assert "distinct" in result.err and "--per-lang" in result.err
+    assert not (tmp_path / "x").exists()

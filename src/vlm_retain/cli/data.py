@@ -410,6 +410,9 @@ def synth_htr(
     words: str = typer.Option(
         "", "--words", help="Words per line as MIN,MAX (default: each language's own, 2,5)."
     ),
+    lexicon: int = typer.Option(
+        0, "--lexicon", help="Draw words from N pseudo-words per language (0: open vocabulary)."
+    ),
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
 ) -> None:
@@ -426,6 +429,7 @@ def synth_htr(
         workers=workers,
         style=style,
         words=_int_range(words, "--words") if words else None,
+        lexicon=lexicon or None,
     )
     card = run(out, options, overwrite=overwrite, progress=not quiet)
     _summarize(card, out)

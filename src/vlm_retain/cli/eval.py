@@ -44,6 +44,12 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 TASKS = typer.Option(
     None, "--task", help="Only these tasks among those found (repeatable), e.g. --task vqav2."
 )
+OCR_PROMPT = typer.Option(
+    None,
+    "--ocr-prompt",
+    help="Ask OCR lines this instead of the default prompt (the data.prompt the model was "
+    "fine-tuned with).",
+)
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
@@ -69,6 +75,7 @@ def _run(
     trust_remote_code: bool = False,
     ignore_adapter_base: bool = False,
     only: list[str] | None = None,
+    ocr_prompt: str | None = None,
 ) -> None:
     from vlm_retain.errors import InputError
     from vlm_retain.evaluate.runner import EvalSettings, Runner, discover
@@ -94,6 +101,7 @@ def _run(
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         strict_adapter_base=not ignore_adapter_base,
+        ocr_prompt=ocr_prompt or None,
     )
     groups = ("ocr", "general") if group == "all" else (group,)
     tasks: dict[str, list[Path]] = {}
@@ -165,6 +173,7 @@ def evaluate(
     trust_remote_code: bool = TRUST_REMOTE,
     ignore_adapter_base: bool = IGNORE_BASE,
     task: list[str] | None = TASKS,
+    ocr_prompt: str | None = OCR_PROMPT,
     quiet: bool = QUIET,
 ) -> None:
     """One function behind ``eval ocr``, ``eval general`` and ``eval all``: the command name
@@ -191,6 +200,7 @@ def evaluate(
         trust_remote_code=trust_remote_code,
         ignore_adapter_base=ignore_adapter_base,
         only=task,
+        ocr_prompt=ocr_prompt,
     )
 
 

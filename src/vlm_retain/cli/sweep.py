@@ -48,6 +48,9 @@ def sweep_wise_ft(
         False, "--prune-models", help="Delete each merged point once it is evaluated."
     ),
     strict_base: bool = typer.Option(True, "--strict-base/--no-strict-base"),
+    ocr_prompt: str | None = typer.Option(
+        None, "--ocr-prompt", help="OCR prompt the model was fine-tuned with (default: ours)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """WiSE-FT sweep: sweep.json (metrics, retention, verdict per alpha, the choice) + plot."""
@@ -73,6 +76,7 @@ def sweep_wise_ft(
         prune_models=prune_models,
         strict_base=strict_base,
         tasks=tuple(task or ()),
+        ocr_prompt=ocr_prompt or None,
     )
     doc = run_sweep(spec, progress=not quiet)
     table = Table(title=f"WiSE-FT sweep (floor {min_retention:g})")

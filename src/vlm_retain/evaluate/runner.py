@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,16 @@ class EvalSettings:
     allow_pickle: bool = False  # how the weights may be read, not what they are: not recorded
     trust_remote_code: bool = False
     strict_adapter_base: bool = True  # False: --ignore-adapter-base
+    #: The OCR prompt, when a model was fine-tuned with another one than the default
+    #: (``data.prompt`` of its training config): it must be asked what it learnt to answer.
+    ocr_prompt: str | None = None
+
+    def task(self, name: str) -> Task:
+        """The registered task, with :attr:`ocr_prompt` in place of the OCR task's prompt."""
+        task = get_task(name)
+        if self.ocr_prompt and task.name == "ocr":
+            return replace(task, prompt=self.ocr_prompt)
+        return task
 
     def for_task(self, task: Task) -> dict[str, Any]:
         """The settings recorded with (and compared against) a task's outputs.
@@ -201,7 +211,7 @@ class Runner:
     def run(self, tasks: dict[str, list[Path]]) -> list[TaskOutcome]:
         """Read, validate and select every task first (a broken file anywhere stops the run
         before any work), then run them in order."""
-        plans = [self.prepare(get_task(name), sources) for name, sources in tasks.items()]
+        plans = [self.prepare(self.settings.task(name), sources) for name, sources in tasks.items()]
         return [self.execute(plan) for plan in plans]
 
     def run_task(self, task: Task, sources: list[Path]) -> TaskOutcome:

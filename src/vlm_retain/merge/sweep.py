@@ -98,6 +98,7 @@ class SweepSpec:
     prune_models: bool = False
     strict_base: bool = True
     tasks: tuple[str, ...] = ()  # general tasks to keep (empty: every one found)
+    ocr_prompt: str | None = None  # the prompt the model was fine-tuned with (None: default)
 
     def check(self) -> None:
         if (self.finetuned is None) == (self.adapter is None):
@@ -308,6 +309,7 @@ def _evaluate_point(
         max_new_tokens=spec.max_new_tokens,
         resamples=spec.resamples,
         device=spec.device,
+        ocr_prompt=spec.ocr_prompt,
     )
     outcomes = Runner(settings, eval_dir, console=console, progress=progress).run(tasks)
     if built is not None and spec.prune_models and built.exists():

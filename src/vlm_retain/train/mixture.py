@@ -12,7 +12,8 @@ epoch (seeded by ``(seed, epoch)``, so a resumed run sees the same data) covers 
 over the run. Target samples are all used every epoch (``weight`` repeats or subsamples them).
 
 Sources (see :class:`~vlm_retain.train.config.ReplaySource`): any manifest (``ocr`` records get
-the OCR prompt, ``vqa`` records their ``meta.question``, ``caption`` records the caption prompt),
+the OCR prompt, ``vqa`` records their ``meta.question`` in the evaluation's VQA prompt (or
+``meta.prompt`` as written), ``caption`` records the caption prompt),
 the synthetic world's manifest, or a benchmark: a folder holding a ``manifest.jsonl`` is read
 as a manifest, any other folder in its own layout (VQAv2, TextVQA, DocVQA, COCO, Flickr30k)
 through the data layer's loaders (:mod:`~vlm_retain.train.benchmark_replay`: VQA questions with
@@ -44,6 +45,7 @@ from vlm_retain.data.manifest import (
     read_manifest,
     write_manifest,
 )
+from vlm_retain.data.prompts import VQA_PROMPT
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json
 from vlm_retain.train.config import (
@@ -254,7 +256,8 @@ def load_samples(
 ) -> list[Sample]:
     """Samples of one split of a manifest (folder or file).
 
-    ``ocr`` records are asked ``prompt``, ``vqa`` records their ``meta.question``, ``caption``
+    ``ocr`` records are asked ``prompt``, ``vqa`` records their ``meta.question`` inside
+    :data:`VQA_PROMPT` (what the evaluation asks; ``meta.prompt`` is used as written), ``caption``
     records ``caption_prompt``; records of other tasks (retrieval) and of ``tasks`` not listed
     are left out. An empty result, a VQA record without a question or an image that cannot be
     opened to learn its size is an :class:`InputError` naming the manifest (``what`` says which
@@ -313,7 +316,10 @@ def _prompt_of(record: Record, file: Path, line: int, prompt: str, caption_promp
         return prompt
     if record.task == "caption":
         return caption_prompt
-    question = record.meta.get("question") or record.meta.get("prompt")
+    prompt_text = record.meta.get("prompt")
+    if isinstance(prompt_text, str) and prompt_text.strip():
+        return prompt_text
+    question = record.meta.get("question")
     if not isinstance(question, str) or not question.strip():
         raise InputError(
             "a vqa record needs its question in meta.question",
@@ -321,7 +327,7 @@ def _prompt_of(record: Record, file: Path, line: int, prompt: str, caption_promp
             line=line,
             field="meta.question",
         )
-    return question
+    return VQA_PROMPT.format(question=question)
 
 
 def _image_size(record: Record, image: Path, file: Path, line: int) -> tuple[int, int]:

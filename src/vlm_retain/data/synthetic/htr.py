@@ -65,6 +65,9 @@ class HtrOptions:
     style: str = "manuscript"
     #: Words per line as ``(min, max)``; ``None`` keeps each language's own range (2 to 5).
     words: tuple[int, int] | None = None
+    #: Draw words from a closed vocabulary of this many pseudo-words per language (``None``:
+    #: letter by letter, an open vocabulary).
+    lexicon: int | None = None
 
 
 STYLES = ("manuscript", "print")
@@ -181,6 +184,10 @@ def validate(options: HtrOptions) -> None:
                 f"--words must be MIN,MAX with 1 <= MIN <= MAX <= 8, got {low},{high}",
                 field="words",
             )
+    if options.lexicon is not None and not 2 <= options.lexicon <= 5000:
+        raise InputError(
+            f"--lexicon must be from 2 to 5000 words, got {options.lexicon}", field="lexicon"
+        )
     if options.per_lang < 1:
         raise InputError(f"--per-lang must be at least 1, got {options.per_lang}", field="per_lang")
     if options.height < PATCH_GRID or options.height % PATCH_GRID:
@@ -212,7 +219,12 @@ def synth_htr(
     jobs: list[tuple[str, int, str]] = []
     for lang in options.langs:
         texts = generate_lines(
-            lang, options.per_lang, options.seed, avoid=seen, words=options.words
+            lang,
+            options.per_lang,
+            options.seed,
+            avoid=seen,
+            words=options.words,
+            lexicon_size=options.lexicon,
         )
         jobs.extend((lang, index, text) for index, text in enumerate(texts))
     splits = {lang: split_of(lang, options) for lang in options.langs}
