@@ -60,6 +60,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_eval_cpu.py
+	$(BIN)/python benchmarks/bench_gpu.py --shape tiny --device cpu --quiet \
+		--out $${TMPDIR:-/tmp}/vlm-retain-bench-gpu-tiny.json
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -25,19 +25,61 @@ def test_demo_data_path_and_rerun(tmp_path: Path, run_cli) -> None:
 
 
 @pytest.mark.slow
-def test_demo_model_path_writes_a_complete_report(tmp_path: Path, run_cli) -> None:
+def test_demo_quick_from_the_shipped_base_writes_a_complete_report(tmp_path: Path, run_cli) -> None:
+    from vlm_retain.demo import recipe
+
     out = tmp_path / "demo"
-    result = run_cli("demo", "--out", out)
+    result = run_cli("demo", "--out", out, "--quick")
     assert result.code == 0, result.err
     model = out / "model-path"
     report = read_json(model / "report" / "report.json")
-    assert [run["name"] for run in report["runs"]] == ["lora+replay+kl", "wise-ft 0.5"]
+    names = [r.name for r in recipe.RECIPES] + ["WiSE-FT 0.5"]
+    assert [run["name"] for run in report["runs"]] == names
     for run in report["runs"]:
         assert run["verdict"] in ("PASS", "FAIL") and "cer" in run["ocr"]
+        assert {"vqav2", "coco", "coco-retrieval"} <= {k.split("/")[0] for k in run["retention"]}
     html = (model / "report" / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64," in html
-    assert (model / "runs" / "lora-replay-kl" / "final" / "adapter_model.safetensors").is_file()
-    assert (model / "runs" / "lora-replay-kl" / "train_log.jsonl").is_file()
-    for name in ("base", "lora", "lora-wise-ft-0.5"):
-        assert (model / "eval" / name / "ocr" / "results.json").is_file()
-    assert "model path" in result.out
+    assert (model / "sweep" / "pareto.png").is_file()
+    for chosen in recipe.RECIPES:
+        assert (model / "runs" / chosen.slug / "train_log.jsonl").is_file()
+        assert (model / "eval" / chosen.slug / "print" / "ocr" / "results.json").is_file()
+    summary = read_json(model / "report" / "summary.json")
+    assert [row["model"] for row in summary["rows"]] == ["base", *names]
+    assert all(isinstance(row["vqa_accuracy"], float) for row in summary["rows"])
+    assert len(summary["targets"]) == 5
+    assert all(isinstance(t["met"], bool) for t in summary["targets"])
+    table = (model / "report" / "summary.md").read_text(encoding="utf-8")
+    assert table.startswith("| model |") and "WiSE-FT 0.5" in table
+    assert "forgetting and its cure" in result.out
+
+
+def _row(model: str, cer: float, retention: float, **extra: float) -> dict:
+    return {
+        "model": model,
+        "manuscript_cer": cer,
+        "manuscript_exact": extra.get("exact", 0.2),
+        "print_cer": extra.get("print_cer"),
+        "vqa_accuracy": extra.get("vqa", 0.9),
+        "retention": retention,
+    }
+
+
+def test_targets_are_decided_on_the_rows() -> None:
+    from vlm_retain.demo.summary import check_targets
+
+    rows = [
+        _row("base", 0.8, 1.0, print_cer=0.1, vqa=0.9),
+        _row("full FT", 0.3, 0.6),
+        _row("LoRA+replay+KL", 0.4, 0.97),
+        _row("L2-SP", 0.6, 0.99),
+    ]
+    met = {t["target"]: (t["met"], t["measured"]) for t in check_targets(rows)}
+    assert all(flag for flag, _ in met.values())
+    assert met["a recipe keeps >= 0.95 with CER within 1.5x of full FT"][1] == "LoRA+replay+KL"
+    rows[0]["print_cer"] = 0.5  # hands not twice as hard as print
+    rows[1]["manuscript_exact"] = 0.0  # no line exactly right
+    rows[1]["retention"] = 0.9  # no visible forgetting
+    rows[2]["retention"] = 0.94
+    rows[0]["vqa_accuracy"] = None  # not measured: never "met"
+    assert not any(t["met"] for t in check_targets(rows))

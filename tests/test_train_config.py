@@ -263,3 +263,21 @@ def test_unreadable_files_are_input_errors(tmp_path):
     listing.write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(InputError, match="mapping of sections"):
         load_config(listing)
+
+
+def test_tiny_demo_config_is_the_demos_replay_kl_recipe():
+    """configs/tiny-demo.yaml must not drift from what the demo trains."""
+    from vlm_retain.demo import recipe
+
+    chosen = next(r for r in recipe.RECIPES if r.slug == "lora-replay-kl")
+    raw = recipe.finetune_config(
+        chosen,
+        Path("src/vlm_retain/demo/base"),
+        Path("demo-out/model-path/data/manuscripts"),
+        Path("demo-out/model-path/data/world"),
+        Path("runs/tiny-demo"),
+        recipe.DEMO_SCALES["full"],
+    )
+    raw["name"] = "tiny-demo"
+    file = next(p for p in CONFIGS if p.stem == "tiny-demo")
+    assert load_config(file) == config_from_dict(raw, source="demo")

@@ -452,8 +452,7 @@ def test_self_replay_is_generated_once_and_cached(tmp_path):
     assert all(s.source == SELF_REPLAY_SOURCE and s.replay for s in first)
     # (answers are cleaned text: the VQA prompt's newline becomes a space)
     assert all(
-        s.answer == f"answer to {s.prompt}".replace("\n", " ") or s.task == "caption"
-        for s in first
+        s.answer == f"answer to {s.prompt}".replace("\n", " ") or s.task == "caption" for s in first
     )
     assert all(s.image is not None and s.image.is_file() for s in first)
     again = self_replay_samples(world, **kwargs)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 
 import click
 import typer
 
 from vlm_retain import __version__
+from vlm_retain.cli import bench as bench_cli
 from vlm_retain.cli import data as data_cli
 from vlm_retain.cli import demo as demo_cli
 from vlm_retain.cli import eval as eval_cli
@@ -27,6 +27,7 @@ from vlm_retain.cli import sweep as sweep_cli
 from vlm_retain.cli import train as train_cli
 from vlm_retain.cli import transcribe as transcribe_cli
 from vlm_retain.errors import EXIT_USAGE, VlmRetainError
+from vlm_retain.quiet import silence_known_warnings
 
 app = typer.Typer(
     name="vlm-retain",
@@ -41,7 +42,8 @@ app.add_typer(model_cli.app, name="model")
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(merge_cli.app, name="merge")
 app.add_typer(sweep_cli.app, name="sweep")
-app.command("demo")(demo_cli.demo)
+app.add_typer(demo_cli.app, name="demo")
+app.add_typer(bench_cli.app, name="bench")
 app.command("transcribe")(transcribe_cli.transcribe)
 app.command("report")(report_cli.report)
 app.command("train")(train_cli.train)
@@ -91,10 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # our own progress bars and summaries say enough; hub/transformers bars would interleave
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # a known-harmless deprecation PEFT triggers on every adapter load (research/env.md §4)
-    warnings.filterwarnings(
-        "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-    )
+    silence_known_warnings()
     command = typer.main.get_command(app)
     try:
         code = command.main(

@@ -1,9 +1,8 @@
-"""The demo: the longest real end-to-end path that exists, on built-in sample data.
+"""The demo's data path: every data command on every source, on built-in sample data.
 
 It writes small datasets in the exact on-disk layouts of Digital Peter, IAM, LAM and VML-HD,
 imports each, checks and describes them, exports them for LLaMA-Factory and as Hugging Face
-parquet, and imports those exports back, so every data command runs on every source. Nothing is
-downloaded. (Training, evaluation and the retention report join this path as they land.)
+parquet, and imports those exports back. Nothing is downloaded. Seconds.
 """
 
 from __future__ import annotations
@@ -27,34 +26,9 @@ from vlm_retain.data.samples.peter import write_peter_sample
 from vlm_retain.data.samples.vmlhd import write_vmlhd_sample
 from vlm_retain.data.stats import manifest_stats
 from vlm_retain.errors import ProblemsFound
-from vlm_retain.fsutil import fresh_output_dir, write_marker
 
 
-def run_demo(
-    out: Path,
-    *,
-    overwrite: bool = False,
-    data_only: bool = False,
-    console: Console | None = None,
-) -> dict[str, Any]:
-    """Run the data path, then (unless ``data_only``) the model path, under ``out``.
-
-    The folder is built in place (its results record their own paths) and removed again if
-    anything fails, so a failed demo never leaves half an output.
-    """
-    console = console or Console()
-    with fresh_output_dir(Path(out), overwrite=overwrite) as folder:
-        write_marker(folder, "demo")
-        summary = _run_data_path(folder / "data-path", console)
-        if not data_only:
-            from vlm_retain.demo_model import run_model_path
-
-            summary["report"] = run_model_path(folder / "model-path", console)
-    console.print(f"everything is under {out}; remove it with: vlm-retain data purge {out} --yes")
-    return summary
-
-
-def _run_data_path(out: Path, console: Console) -> dict[str, Any]:
+def run_data_path(out: Path, console: Console) -> dict[str, Any]:
     raw, data, exports = out / "raw", out / "data", out / "export"
     started = time.perf_counter()
 

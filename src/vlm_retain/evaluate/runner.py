@@ -172,12 +172,13 @@ class Runner:
         *,
         console: Console | None = None,
         progress: bool = True,
+        loaded: Any = None,
     ) -> None:
         self.settings = settings
         self.out = Path(out)
         self.console = console or Console(markup=False, highlight=False)
         self.progress = progress
-        self._loaded: Any = None
+        self._loaded: Any = loaded  # a model another runner already loaded (same settings)
 
     # ------------------------------------------------------------------ model
     @property

@@ -1,0 +1,180 @@
+"""The demo's model path: forgetting and its cure, from the shipped base to the gated report.
+
+1. synthesize held-out world scenes, printed lines and manuscript lines (other seeds than the
+   base's pretraining data);
+2. evaluate the base (manuscript OCR, print OCR, VQA, captions, retrieval);
+3. fine-tune it on the manuscripts with every recipe of :data:`recipe.RECIPES` (full fine-tuning,
+   LoRA, LoRA with replay and KL, a selective preset, L2-SP), two at a time on one thread each
+   (two single-thread runs get nearly twice the work of one two-thread run on two cores);
+4. run a WiSE-FT sweep on the full fine-tune;
+5. evaluate everything and write the report with the 95 % gate; print and save the summary.
+
+Every number printed is one the code produced on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from vlm_retain.demo import recipe
+from vlm_retain.demo.evaluation import GENERAL_TASKS, MAX_NEW_TOKENS, DemoEval, evaluate_model
+from vlm_retain.demo.summary import print_summary, summary_rows, write_summary
+from vlm_retain.merge.sweep import point_name
+
+FLOOR = 0.95
+
+
+def run_forgetting(
+    out: Path, base: Path, *, scale: str = "full", workers: int = 2, console: Console
+) -> dict[str, Any]:
+    """Run every step under ``out`` starting from the model folder ``base``."""
+    from vlm_retain.data.synthetic.htr import synth_htr
+    from vlm_retain.data.synthetic.world import synth_world
+
+    plan = recipe.DEMO_SCALES[scale]
+    started = time.perf_counter()
+    data = out / "data"
+    world, printed, hands = data / "world", data / "print", data / "manuscripts"
+    with console.status("synthesizing manuscript lines, printed lines and world scenes"):
+        synth_htr(hands, recipe.manuscript_options(plan.manuscript_per_lang), progress=False)
+        synth_htr(printed, recipe.demo_print(plan), progress=False)
+        synth_world(world, recipe.demo_world(plan), progress=False)
+    spec = DemoEval(world=world, manuscripts=hands, printed=printed, limit=plan.eval_limit)
+    with console.status("evaluating the base"):
+        base_eval = evaluate_model(base, None, spec, out / "eval" / "base")
+    console.print("evaluated the base")
+
+    jobs = [
+        (
+            chosen,
+            recipe.finetune_config(chosen, base, hands, world, out / "runs" / chosen.slug, plan),
+        )
+        for chosen in recipe.RECIPES
+    ]
+    evals: dict[str, dict[str, Path]] = {}
+    sweep_doc: dict[str, Any] | None = None
+    status = console.status(f"fine-tuning {len(jobs)} recipes, {plan.steps} steps each")
+    with status, _pool(workers) as pool:
+        futures = {
+            chosen.slug: pool.submit(
+                _finetune_and_evaluate, config, spec, out / "eval" / chosen.slug
+            )
+            for chosen, config in jobs
+        }
+        full = futures[recipe.FULL_FT].result()
+        evals[recipe.FULL_FT] = full["eval"]
+        console.print(_trained_line(recipe.FULL_FT, full))
+        sweep: Future = pool.submit(_sweep, base, full["final"], spec, plan, out / "sweep")
+        for slug, future in futures.items():
+            if slug == recipe.FULL_FT:
+                continue
+            done = future.result()
+            evals[slug] = done["eval"]
+            console.print(_trained_line(slug, done))
+        sweep_doc = sweep.result()
+    console.print("WiSE-FT sweep on the full fine-tune: done")
+
+    inputs, names = [], []
+    for chosen in recipe.RECIPES:
+        inputs.append(evals[chosen.slug]["main"])
+        names.append(chosen.name)
+    for alpha in plan.alphas:
+        inputs.append(out / "sweep" / "points" / point_name(alpha) / "eval")
+        names.append(f"WiSE-FT {alpha:g}")
+
+    from vlm_retain.report import build_report, write_report
+
+    doc = build_report(inputs, base_eval["main"], names=names, floor=FLOOR, resamples=200)
+    write_report(doc, out / "report")
+    prints = {chosen.name: evals[chosen.slug].get("print") for chosen in recipe.RECIPES}
+    rows = summary_rows(doc, base_eval.get("print"), prints)
+    seconds = time.perf_counter() - started
+    write_summary(rows, doc, out / "report", seconds=seconds, scale=plan.name)
+    print_summary(rows, doc, console, seconds=seconds)
+    console.print(f"report: {out / 'report' / 'report.html'}")
+    return {"report": doc, "rows": rows, "sweep": sweep_doc, "seconds": seconds}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes on one thread each; spawned, so no torch state is forked."""
+    return ProcessPoolExecutor(
+        max_workers=max(1, workers),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_one_thread,
+    )
+
+
+def _one_thread() -> None:
+    import torch
+
+    from vlm_retain.quiet import silence_known_warnings
+
+    torch.set_num_threads(1)
+    silence_known_warnings()
+
+
+def _finetune_and_evaluate(config: dict[str, Any], spec: DemoEval, out: Path) -> dict[str, Any]:
+    """Train one recipe and evaluate its result (runs in a worker process)."""
+    from vlm_retain.cli.train import generator, probe_suite
+    from vlm_retain.train.config import config_from_dict
+    from vlm_retain.train.trainer import TrainHooks, train
+
+    started = time.perf_counter()
+    quiet = Console(quiet=True)
+    run = config_from_dict(config, source=f"demo recipe {config['name']}")
+    outcome = train(
+        run, hooks=TrainHooks(probe_suite=probe_suite, generator=generator, console=quiet)
+    )
+    assert outcome.final is not None
+    is_adapter = (outcome.final / "adapter_config.json").is_file()
+    base = Path(config["model"]["path"])
+    model, adapter = (base, outcome.final) if is_adapter else (outcome.final, None)
+    folders = evaluate_model(model, adapter, spec, out)
+    return {
+        "final": outcome.final,
+        "eval": folders,
+        "steps": outcome.summary.get("steps"),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _sweep(
+    base: Path, finetuned: Path, spec: DemoEval, plan: recipe.DemoScale, out: Path
+) -> dict[str, Any]:
+    """The WiSE-FT sweep on the full fine-tune (runs in a worker process)."""
+    from vlm_retain.merge.sweep import SweepSpec, run_sweep
+
+    sweep = SweepSpec(
+        base=str(base),
+        finetuned=finetuned,
+        adapter=None,
+        alphas=[0.0, *plan.alphas, 1.0],  # both ends: the plot shows the whole trade-off
+        eval_data=[spec.manuscripts, spec.world],
+        out=out,
+        floor=FLOOR,
+        limit=spec.limit,
+        batch_size=spec.batch_size,
+        max_new_tokens=MAX_NEW_TOKENS,
+        resamples=spec.resamples,
+        tasks=GENERAL_TASKS,
+        ocr_prompt=recipe.OCR_PROMPT,
+        prune_models=True,
+    )
+    return run_sweep(sweep, console=Console(quiet=True), progress=False)
+
+
+def _trained_line(slug: str, done: dict[str, Any]) -> str:
+    name = next(r.name for r in recipe.RECIPES if r.slug == slug)
+    return f"trained and evaluated {name}: {done['steps']} steps, {done['seconds']:.0f} s"
+
+
+def read_summary(report_dir: Path) -> dict[str, Any]:
+    """``summary.json`` of a finished demo (tests and the README read it)."""
+    return json.loads((report_dir / "summary.json").read_text(encoding="utf-8"))

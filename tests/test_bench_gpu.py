@@ -1,0 +1,210 @@
+"""``vlm-retain bench gpu`` on CPU: real shapes (meta device only), synthetic inputs, a tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vlm_retain.bench import gpu  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REQUIRED = [
+    "eval.baseline_lines_per_s",
+    "eval.ours_lines_per_s",
+    "eval.ours_batch_size",
+    "train.baseline_tokens_per_s",
+    "train.ours_tokens_per_s",
+    "train.mfu",
+    "train.kl_overhead",
+    "train.peak_gib",
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "dims", "params"),
+    [
+        ("3b", (2048, 36, 16, 2, 11008, 151936), 3.75e9),
+        ("7b", (3584, 28, 28, 4, 18944, 152064), 8.29e9),
+    ],
+)
+def test_shape_configs_are_the_real_ones(shape, dims, params):
+    from transformers import Qwen2_5_VLConfig
+
+    cfg = gpu.load_config(shape)
+    assert isinstance(cfg, Qwen2_5_VLConfig)
+    text, vision = cfg.text_config, cfg.vision_config
+    got = (
+        text.hidden_size,
+        text.num_hidden_layers,
+        text.num_attention_heads,
+        text.num_key_value_heads,
+        text.intermediate_size,
+        text.vocab_size,
+    )
+    assert got == dims
+    assert text.rope_parameters["rope_theta"] == 1e6
+    assert list(text.rope_parameters["mrope_section"]) == [16, 24, 24]
+    assert (vision.depth, vision.hidden_size, vision.intermediate_size, vision.num_heads) == (
+        32,
+        1280,
+        3420,
+        16,
+    )
+    assert (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size) == (14, 2, 2)
+    assert vision.window_size == 112
+    assert list(vision.fullatt_block_indexes) == [7, 15, 23, 31]
+    assert vision.out_hidden_size == text.hidden_size
+    assert cfg.tie_word_embeddings is (shape == "3b")
+    ids = (cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id)
+    assert ids == (151655, 151656, 151652)
+    assert cfg.vision_end_token_id == 151653
+    assert (text.eos_token_id, text.pad_token_id) == (151645, 151643)
+    counted = gpu.param_count(cfg)  # meta device: nothing allocated
+    assert counted["total"] == pytest.approx(params, abs=0.01e9)
+    assert 0.66e9 < counted["vision"] < 0.68e9  # 669 M (3B), 677 M (7B): the merger differs
+
+
+def test_synthetic_line_batch_has_32_image_tokens_and_answer_labels():
+    cfg = gpu.load_config("7b")
+    batch = gpu.synthetic_batch(cfg, 3, answer=True)
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert gpu.image_tokens_per_line(cfg) == 32
+    assert ids.shape == (3, 131)
+    assert ((ids == cfg.image_token_id).sum(dim=1) == 32).all()
+    assert ((ids == cfg.vision_start_token_id).sum(dim=1) == 1).all()
+    assert batch["image_grid_thw"].tolist() == [[1, 4, 32]] * 3
+    assert batch["pixel_values"].shape == (3 * 4 * 32, 3 * 2 * 14 * 14)
+    assert batch["attention_mask"].all()
+    # labels on the 48 answer tokens only, equal to the inputs there
+    assert ((labels != -100).sum(dim=1) == gpu.ANSWER_TOKENS).all()
+    assert (labels[:, -gpu.ANSWER_TOKENS :] == ids[:, -gpu.ANSWER_TOKENS :]).all()
+    assert (labels[:, : -gpu.ANSWER_TOKENS] == -100).all()
+    # no special id among the text and answer tokens
+    assert (ids[labels != -100] < min(cfg.image_token_id, cfg.vision_start_token_id)).all()
+
+
+def test_prompts_of_different_lengths_are_left_padded():
+    cfg = gpu.load_config("tiny")
+    batch = gpu.synthetic_batch(cfg, 2, answer=False, prompt_lengths=[49, 40])
+    mask = batch["attention_mask"]
+    assert mask.shape == (2, 83)
+    assert mask[0].all() and mask[1, :9].sum() == 0 and mask[1, 9:].all()
+    assert (batch["input_ids"][1, :9] == cfg.text_config.pad_token_id).all()
+
+
+def test_answer_only_logits_give_the_models_loss_and_gradients():
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = gpu.load_config("tiny")
+    model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="sdpa")
+    batch = gpu.synthetic_batch(cfg, 2, answer=True)
+    losses, grads = [], []
+    for answer_logits in (False, True):
+        model.zero_grad()
+        loss = gpu.training_loss(model, batch, answer_logits=answer_logits, teacher=False)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.lm_head.weight.grad.clone())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        "bench",
+        "gpu",
+        "--shape",
+        "tiny",
+        "--device",
+        "cpu",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+        "--baseline-lines",
+        "1",
+        "--batch-size",
+        "2",
+        "--eval-batch-sizes",
+        "2",
+        "--ours-batch-sizes",
+        "2",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.code == 0, result.err
+    assert "train/full" in result.out
+    data = json.loads(out.read_text(encoding="utf-8"))
+    for key in ("device", "versions", "date", "shape", "cases", "matmul"):
+        assert key in data
+    assert {"torch", "transformers", "peft", "cuda"} <= set(data["versions"])
+    assert data["shape"]["name"] == "tiny" and data["shape"]["params"]["total"] > 0
+    assert data["input"]["tokens_per_sample"] == 131
+    for dotted in REQUIRED:
+        section, key = dotted.split(".")
+        value = data[section][key]
+        assert isinstance(value, int | float) and math.isfinite(value), (dotted, value)
+    assert "logits" in data["train"]["ours_method"]
+    names = [c["name"] for c in data["cases"]]
+    assert names == [
+        "eval/baseline",
+        "eval/ours-b2",
+        "probe/vision-forward",
+        "train/lora",
+        "train/lora-kl",
+        "train/ours-b2",
+        "train/ours-kl-b2",
+        "train/lora-gc",
+        "train/llm-attn",
+        "train/full",
+    ]
+    assert all(c["status"] == "ok" for c in data["cases"]), data["cases"]
+    rows = {c["name"]: c for c in data["cases"]}
+    # LoRA: 4N FLOPs/token; the teacher pass adds 2N; full fine-tuning 6N
+    n = data["shape"]["params"]["total"]
+    assert rows["train/lora"]["flops_per_token"] == 4 * n
+    assert rows["train/lora-kl"]["flops_per_token"] == 6 * n
+    assert rows["train/full"]["flops_per_token"] == 6 * n
+    # the adapters are removed after each LoRA case: same trainable count every time
+    assert rows["train/lora"]["trainable_params"] == rows["train/ours-b2"]["trainable_params"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
+def test_missing_cuda_is_recorded_not_fatal(run_cli, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        "bench", "gpu", "--shape", "tiny", "--device", "cuda", "--only", "eval/baseline,train/lora",
+        "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert [c["name"] for c in data["cases"]] == ["eval/baseline", "train/lora"]
+    assert all("CUDA is not available" in c["error"] for c in data["cases"])
+    assert data["eval"]["baseline_lines_per_s"] is None
+
+
+def test_script_runs_without_the_package_installed(tmp_path):
+    """The device machine may lack the installed package: the script finds ``src/`` itself."""
+    code = (
+        "import runpy, sys; sys.argv = ['bench_gpu.py', '--help']; "
+        f"runpy.run_path({str(ROOT / 'benchmarks' / 'bench_gpu.py')!r}, run_name='__main__')"
+    )
+    # -S: no site processing, so the editable install's .pth is not read; the stdlib only
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--shape" in proc.stdout
