@@ -498,6 +498,11 @@ class TrainConfig(_Section):
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
         "auto", description="auto = off where memory allows (it costs ~3.3x on short lines)"
     )
+    vision_cache: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="reuse each image's vision-tower output (Qwen families): auto = on when the "
+        "vision tower and projector are frozen; LRU-bounded at 2048 MiB",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="compute precision: auto = bf16 on a capable GPU, fp32 on CPU"
     )
@@ -512,7 +517,7 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept (oldest removed)")
     output_dir: str = Field(description="run folder (config.yaml, checkpoints, adapter/model)")
 
-    @field_validator("gradient_checkpointing", mode="before")
+    @field_validator("gradient_checkpointing", "vision_cache", mode="before")
     @classmethod
     def _yaml_bool(cls, value: Any) -> Any:
         # YAML 1.1 reads a bare on/off as a boolean

@@ -486,6 +486,9 @@ def train(
         fisher_info = {"path": str(result.path), "cached": result.loaded, "samples": n}
         say(f"EWC Fisher: {'read from' if result.loaded else 'estimated, saved to'} {result.path}")
     objectives = build_objectives(config, tuned, sources, fisher)
+    vision_cache = _vision_cache(config, model, loaded.family, objectives)
+    if vision_cache is not None:
+        say("vision cache: on (frozen vision tower; each image is encoded once)")
     distance = ParamDistance(model, loaded.family)
     groups = param_groups(model, loaded.family, learning_rates(config), tc.weight_decay)
     if not groups:
@@ -707,6 +710,11 @@ def train(
             "retention_floor": watch.floor,
         },
         "fisher": fisher_info or None,
+        "vision_cache": (
+            {"hits": vision_cache.hits, "misses": vision_cache.misses, "bytes": vision_cache.bytes}
+            if vision_cache is not None
+            else None
+        ),
         "resumed_from": str(resume_from) if resume_from else None,
     }
     if accelerator.is_main_process:
@@ -754,6 +762,23 @@ def _optimizer_step(
         for key, value in parts.items():
             parts_sum.setdefault(key, []).append(value)
     return parts_sum, tokens, grad_norm
+
+
+def _vision_cache(config: RunConfig, model: Any, family: Any, objectives: list[Any]) -> Any:
+    """Install :class:`~vlm_retain.train.vision_cache.VisionCache` when ``train.vision_cache``
+    says so (auto: a Qwen family with a frozen vision tower and projector); it is shared with a
+    KL reference copy (same frozen tower). Installed after the reference is built, so a deep
+    copy never copies the cache. None: the plain path."""
+    from vlm_retain.train.vision_cache import VisionCache, wants_cache
+
+    if not wants_cache(config.train.vision_cache, model, family):
+        return None
+    cache = VisionCache().install(model)
+    for objective in objectives:
+        reference = getattr(objective, "reference", None)
+        if reference is not None and reference.owns_copy:
+            cache.install(reference.model)
+    return cache
 
 
 def _eval_batches(config: RunConfig, counter: Any, loaded: Any) -> list[dict[str, Any]]:
