@@ -378,6 +378,11 @@ def purge(
     console.print(f"removed {folder} ({plan.kind})")
 
 
+def _comma_list(value: str) -> tuple[str, ...]:
+    """``"ru, en,"`` -> ``("ru", "en")``: the items of a comma-separated option, blanks dropped."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 def _int_range(value: str, option: str) -> tuple[int, int]:
     """``"1,2"`` -> ``(1, 2)``; a one-line error naming the option otherwise."""
     parts = [part.strip() for part in value.split(",")]
@@ -421,7 +426,7 @@ def synth_htr(
     from vlm_retain.data.synthetic.htr import synth_htr as run
 
     options = HtrOptions(
-        langs=tuple(x.strip() for x in langs.split(",") if x.strip()),
+        langs=_comma_list(langs),
         per_lang=per_lang,
         seed=seed,
         height=height,
@@ -487,9 +492,9 @@ def synth_world(
             max_shapes=max_shapes,
             questions_per_image=questions_per_image,
             sign_share=sign_share,
-            kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()),
-            colours=tuple(x.strip() for x in colours.split(",") if x.strip()),
-            families=tuple(x.strip() for x in families.split(",") if x.strip()),
+            kinds=_comma_list(kinds),
+            colours=_comma_list(colours),
+            families=_comma_list(families),
         ),
         overwrite=overwrite,
         progress=not quiet,

@@ -135,8 +135,7 @@ def _score(
 
 
 def _recipe_record(scale: str, plan: recipe.BaseScale, work: Path, seconds: float) -> dict:
-    import torch
-    import transformers
+    from vlm_retain.evaluate.results import package_versions
 
     resolved = (work / "run" / "config.yaml").read_text(encoding="utf-8")
     return {
@@ -156,11 +155,7 @@ def _recipe_record(scale: str, plan: recipe.BaseScale, work: Path, seconds: floa
         "train_config_yaml": resolved,
         "train_log_tail": _log_tail(work / "run" / "train_log.jsonl"),
         "seconds": round(seconds, 1),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
+        "versions": package_versions(),
         "machine": {"cpus": _cpus(), "platform": platform.platform()},
     }
 

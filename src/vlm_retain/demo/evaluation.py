@@ -8,7 +8,6 @@ short one the demo trains with (``recipe.OCR_PROMPT``), recorded in every task's
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from vlm_retain.demo import recipe
+from vlm_retain.evaluate.results import read_results
 
 #: The world's general tasks the demo scores (flickr30k would repeat coco on the same images).
 GENERAL_TASKS = ("vqav2", "coco", "coco-retrieval")
@@ -85,5 +85,5 @@ def _metric(task_dir: Path, name: str) -> float | None:
     file = task_dir / "results.json"
     if not file.is_file():
         return None
-    value = json.loads(file.read_text(encoding="utf-8"))["metrics"].get(name)
+    value = read_results(file)["metrics"].get(name)
     return round(float(value), 4) if isinstance(value, int | float) else None

@@ -14,7 +14,6 @@ Every number printed is one the code produced on this machine.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -173,8 +172,3 @@ def _sweep(
 def _trained_line(slug: str, done: dict[str, Any]) -> str:
     name = next(r.name for r in recipe.RECIPES if r.slug == slug)
     return f"trained and evaluated {name}: {done['steps']} steps, {done['seconds']:.0f} s"
-
-
-def read_summary(report_dir: Path) -> dict[str, Any]:
-    """``summary.json`` of a finished demo (tests and the README read it)."""
-    return json.loads((report_dir / "summary.json").read_text(encoding="utf-8"))

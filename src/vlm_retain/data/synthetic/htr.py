@@ -356,9 +356,7 @@ def sample_style(
     if spec is None:
         return None, rejected
     wear = era.wear
-    script = SCRIPTS[lang]
-    cap = height * float(rng.uniform(0.44, 0.54)) * _CAP_SCALE[script]
-    size = max(8, round(cap / cap_ratio(spec.file, script)))
+    size = font_size(spec, SCRIPTS[lang], height, rng)
     stroke = int(rng.random() < 0.35)
     ink_name = str(rng.choice(era.inks))
     slant_mean, slant_sd = (0.0, 0.07) if lang == "ar" else (0.1, 0.1)
@@ -402,13 +400,13 @@ def _print_style(
     spec, rejected = choose_font(text, candidates, rng)
     if spec is None:
         return None, rejected
-    cap = height * float(rng.uniform(0.44, 0.54)) * _CAP_SCALE[script]
+    size = font_size(spec, script, height, rng)
     grey = int(rng.integers(10, 40))
     paper = int(rng.integers(238, 256))
     style = LineStyle(
         font=spec.name,
         era=PRINT_ERA,
-        size=max(8, round(cap / cap_ratio(spec.file, script))),
+        size=size,
         stroke=0,
         slant=0.0,
         wobble_amp=0.0,
@@ -430,6 +428,13 @@ def _print_style(
         margin_end=int(rng.integers(4, 15)),
     )
     return style, rejected
+
+
+def font_size(spec: FontSpec, script: str, height: int, rng: np.random.Generator) -> int:
+    """The font size that gives a letter height of 44-54% of the line (one draw from ``rng``),
+    the rule manuscript and print lines share (see :func:`cap_ratio`)."""
+    cap = height * float(rng.uniform(0.44, 0.54)) * _CAP_SCALE[script]
+    return max(8, round(cap / cap_ratio(spec.file, script)))
 
 
 def _r(value: float) -> float:
