@@ -83,3 +83,11 @@ def test_targets_are_decided_on_the_rows() -> None:
     rows[2]["retention"] = 0.94
     rows[0]["vqa_accuracy"] = None  # not measured: never "met"
     assert not any(t["met"] for t in check_targets(rows))
+
+
+def test_a_missing_base_fails_before_any_work(tmp_path: Path, run_cli) -> None:
+    result = run_cli("demo", "--out", tmp_path / "demo", "--base", tmp_path / "nope")
+    assert result.code == 2
+    assert "model folder not found" in result.err and "\n" not in result.err.strip()
+    assert "data path" not in result.out  # nothing ran
+    assert not (tmp_path / "demo").exists()

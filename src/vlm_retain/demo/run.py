@@ -29,14 +29,13 @@ def run_demo(
     from vlm_retain.demo.data_path import run_data_path
 
     console = console or Console()
+    model = None if data_only else _base_folder(base)  # a bad --base fails before any work
     with fresh_output_dir(Path(out), overwrite=overwrite) as folder:
         write_marker(folder, "demo")
         summary = run_data_path(folder / "data-path", console)
-        if not data_only:
-            from vlm_retain.demo.base import shipped_base
+        if model is not None:
             from vlm_retain.demo.forgetting import run_forgetting
 
-            model = Path(base) if base is not None else shipped_base()
             summary["model_path"] = run_forgetting(
                 folder / "model-path",
                 model,
@@ -46,3 +45,11 @@ def run_demo(
             )
     console.print(f"everything is under {out}; remove it with: vlm-retain data purge {out} --yes")
     return summary
+
+
+def _base_folder(base: Path | None) -> Path:
+    """The model folder to start from: ``base`` (checked to exist) or the shipped base."""
+    from vlm_retain.demo.base import shipped_base
+    from vlm_retain.models.loading import resolve_model_path
+
+    return resolve_model_path(base) if base is not None else shipped_base()
