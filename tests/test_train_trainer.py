@@ -211,7 +211,7 @@ def test_grad_norm_is_null_when_deepspeed_reports_none() -> None:
         [weight],
         1.0,
         lambda objectives, b, out: ((weight**2).sum(), {"ce": 1.0}),
-        lambda b: {},
+        lambda model, b: model(),
         lambda b, loaded: b,
     )
     assert grad_norm is None and tokens == 2 and parts == {"ce": [1.0]}

@@ -503,6 +503,11 @@ class TrainConfig(_Section):
         description="reuse each image's vision-tower output (Qwen families): auto = on when the "
         "vision tower and projector are frozen; LRU-bounded at 2048 MiB",
     )
+    answer_only_logits: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="compute LM-head logits only where a loss reads them (the answers), not at "
+        "every image and prompt token: auto = on where the model supports it (same loss)",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="compute precision: auto = bf16 on a capable GPU, fp32 on CPU"
     )
@@ -517,7 +522,7 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept (oldest removed)")
     output_dir: str = Field(description="run folder (config.yaml, checkpoints, adapter/model)")
 
-    @field_validator("gradient_checkpointing", "vision_cache", mode="before")
+    @field_validator("gradient_checkpointing", "vision_cache", "answer_only_logits", mode="before")
     @classmethod
     def _yaml_bool(cls, value: Any) -> Any:
         # YAML 1.1 reads a bare on/off as a boolean

@@ -31,30 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlm_retain.errors import InputError
+from vlm_retain.train.positions import POSITIONS, logits_at, next_token_positions
 from vlm_retain.train.reference import ReferenceModel
 
 DIRECTIONS = ("forward", "reverse")
-POSITIONS = ("supervised", "all")
 APPLY_ON = ("replay", "all")
 _EPS = 1e-12
-
-
-def next_token_positions(batch: Mapping[str, Any], positions: str = "supervised") -> Any:
-    """``(B, T)`` bool: positions whose next-token distribution is compared.
-
-    ``supervised``: logits at ``t`` predict label ``t + 1``, so ``labels[:, 1:] != -100`` shifted
-    left; ``all``: every non-pad position (``attention_mask``).
-    """
-    import torch
-
-    if positions == "supervised":
-        labels = batch["labels"]
-        mask = torch.zeros_like(labels, dtype=torch.bool)
-        mask[:, :-1] = labels[:, 1:] != -100
-        return mask
-    if positions == "all":
-        return batch["attention_mask"].bool()
-    raise InputError(f"unknown KL positions {positions!r}", hint=f"use {', '.join(POSITIONS)}")
 
 
 def kl_sum(
@@ -182,7 +164,7 @@ class KLToBase:
         if self.top_k is not None and self.direction == "forward":
             ref = reduce_reference(ref, self.temperature, self.top_k, self.chunk_size)
         total = kl_sum(
-            logits[mask],
+            logits_at(outputs, mask),
             ref,
             direction=self.direction,
             temperature=self.temperature,
@@ -190,6 +172,10 @@ class KLToBase:
             chunk_size=self.chunk_size,
         )
         return total / count
+
+    def logit_positions(self, batch: Mapping[str, Any]) -> Any:
+        """The logits this objective reads (see :mod:`vlm_retain.train.positions`)."""
+        return self.select(batch)
 
     def select(self, batch: Mapping[str, Any]) -> Any:
         """The ``(B, T)`` positions this objective compares for ``batch``."""

@@ -77,15 +77,15 @@ class CrossEntropy:
     def __call__(self, batch: Mapping[str, Any], outputs: Any) -> Any:
         import torch.nn.functional as F
 
+        from vlm_retain.train.positions import logits_at
+
         logits = outputs.logits
-        labels = batch["labels"].to(logits.device)
-        mask = labels[:, 1:] != -100
+        mask = self.logit_positions(batch).to(logits.device)
         self.extra = {}
         if not mask.any():
             return logits.sum().float() * 0.0
-        token_loss = F.cross_entropy(
-            logits[:, :-1][mask].float(), labels[:, 1:][mask], reduction="none"
-        )
+        targets = batch["labels"].to(logits.device)[:, 1:][mask[:, :-1]]
+        token_loss = F.cross_entropy(logits_at(outputs, mask).float(), targets, reduction="none")
         if "source_ids" in batch:
             rows = mask.nonzero()[:, 0]
             sources = batch["source_ids"].to(logits.device)[rows]
@@ -93,6 +93,12 @@ class CrossEntropy:
                 value = token_loss[sources == sid].detach().mean()
                 self.extra[self._source_name(int(sid))] = float(value)
         return token_loss.mean()
+
+    def logit_positions(self, batch: Mapping[str, Any]) -> Any:
+        """The logits this objective reads: the supervised next tokens."""
+        from vlm_retain.train.positions import next_token_positions
+
+        return next_token_positions(batch, "supervised")
 
     def _source_name(self, sid: int) -> str:
         if self.source_names is not None and 0 <= sid < len(self.source_names):

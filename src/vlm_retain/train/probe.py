@@ -215,8 +215,8 @@ class Probe:
         import torch
 
         from vlm_retain.models.loading import batch_to
-        from vlm_retain.train.kl import next_token_positions
         from vlm_retain.train.objectives import model_inputs
+        from vlm_retain.train.positions import next_token_positions
 
         batch = batch_to(dict(batch), self.loaded)
         mask = next_token_positions(batch, "supervised")

@@ -358,6 +358,7 @@ def train(
     from vlm_retain.train.groups import param_groups, trainable_summary
     from vlm_retain.train.mixture import TokenCounter, build_mixture, model_fingerprint
     from vlm_retain.train.objectives import combine, model_inputs
+    from vlm_retain.train.positions import forward_kept
     from vlm_retain.train.presets import apply_tuning
 
     hooks = hooks or TrainHooks()
@@ -489,6 +490,13 @@ def train(
     vision_cache = _vision_cache(config, model, loaded.family, objectives)
     if vision_cache is not None:
         say("vision cache: on (frozen vision tower; each image is encoded once)")
+    answer_only = _answer_only(tc.answer_only_logits, model)
+
+    def forward(module: Any, batch: dict[str, Any]) -> Any:
+        if answer_only:
+            return forward_kept(module, model_inputs(batch), objectives, batch)
+        return module(**model_inputs(batch))
+
     distance = ParamDistance(model, loaded.family)
     groups = param_groups(model, loaded.family, learning_rates(config), tc.weight_decay)
     if not groups:
@@ -589,7 +597,7 @@ def train(
                         trainable,
                         tc.max_grad_norm,
                         combine,
-                        model_inputs,
+                        forward,
                         batch_to,
                     )
                     break
@@ -739,7 +747,7 @@ def _optimizer_step(
     trainable: list[Any],
     max_grad_norm: float | None,
     combine: Any,
-    model_inputs: Any,
+    forward: Any,
     batch_to: Any,
 ) -> tuple[dict[str, list[float]], int, float | None]:
     """Forward/backward over the micro-batches, clip, one optimizer step; the logged parts."""
@@ -750,7 +758,7 @@ def _optimizer_step(
         batch = batch_to(batch, loaded)
         tokens += int(batch["attention_mask"].sum())
         with accelerator.accumulate(model):
-            outputs = model(**model_inputs(batch))
+            outputs = forward(model, batch)
             loss, parts = combine(objectives, batch, outputs)
             accelerator.backward(loss)
             if accelerator.sync_gradients and max_grad_norm is not None:
@@ -762,6 +770,23 @@ def _optimizer_step(
         for key, value in parts.items():
             parts_sum.setdefault(key, []).append(value)
     return parts_sum, tokens, grad_norm
+
+
+def _answer_only(setting: str, model: Any) -> bool:
+    """Whether the forward computes logits only where a loss reads them (``answer_only_logits``)."""
+    from vlm_retain.train.positions import supports_kept_logits
+
+    if setting == "off":
+        return False
+    supported = supports_kept_logits(model)
+    if setting == "on" and not supported:
+        raise InputError(
+            f"train.answer_only_logits: on, but {type(model).__name__} cannot compute logits "
+            "at chosen positions (a boolean logits_to_keep)",
+            field="train.answer_only_logits",
+            hint="use auto or off, or a transformers version whose model has it",
+        )
+    return supported
 
 
 def _vision_cache(config: RunConfig, model: Any, family: Any, objectives: list[Any]) -> Any:
