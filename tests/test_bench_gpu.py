@@ -118,6 +118,36 @@ def test_answer_only_logits_give_the_models_loss_and_gradients():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
+def test_our_step_with_the_teacher_gives_the_plain_steps_loss_and_gradients():
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = gpu.load_config("tiny")
+    base = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="sdpa")
+    targets = r".*language_model.*\.(q_proj|v_proj)"
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    with torch.no_grad():  # adapters off zero, so the teacher and the student differ
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    batch = gpu.synthetic_batch(cfg, 2, answer=True)
+    losses, grads = [], []
+    for answer_logits in (False, True):
+        model.zero_grad()
+        loss = gpu.training_loss(model, batch, answer_logits=answer_logits, teacher=True)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    with torch.no_grad():
+        plain = gpu.training_loss(model, batch, answer_logits=False, teacher=False)
+    assert losses[0] > plain.item() + 1e-4  # the KL term is there
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
     out = tmp_path / "bench.json"
     result = run_cli(

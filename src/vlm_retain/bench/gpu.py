@@ -76,14 +76,16 @@ NEW_TOKENS = 48
 #: LoRA of the plain HF+PEFT step (the anchors' setting); dropout 0 as LLaMA-Factory's default.
 LORA_R, LORA_ALPHA, LORA_DROPOUT = 64, 128.0, 0.0
 LR = 1e-5
+KL_WEIGHT = 0.1  # the teacher term, as in gpu-anchors.md
 
 SHAPES = ("7b", "3b", "tiny")
 SHAPE_FILES = {"7b": "qwen2.5-vl-7b.json", "3b": "qwen2.5-vl-3b.json"}
 
 OURS_METHOD = (
     "PEFT LoRA r=64 alpha=128 on all LLM linears (as the baseline), no gradient checkpointing, "
-    "logits and cross-entropy only at answer positions (logits_to_keep), micro-batch {batch}; "
-    "not yet: packing, vision-feature cache, fused linear+CE, torch.compile"
+    "the trainer's objectives and forward: logits only at answer positions (answer-only "
+    "logits), KL through the adapter-disabled reference in 512-position chunks, micro-batch "
+    "{batch}; not yet: packing, vision-feature cache, fused linear+CE, torch.compile"
 )
 
 Log = Callable[[str], None]
@@ -747,34 +749,50 @@ def _checkpointing(model: Any, on: bool) -> None:
 
 
 def training_loss(model: Any, batch: dict[str, Any], *, answer_logits: bool, teacher: bool) -> Any:
-    """CE on the answer (+ KL(teacher || model) on the answer with the adapter disabled).
+    """CE on the answer (+ 0.1 x KL(teacher || model) on the answer with the adapter disabled).
 
-    ``answer_logits`` computes logits only for the last ``ANSWER_TOKENS + 1`` positions (the
-    batch is padding-free, so these are exactly the positions that predict the answer) instead
-    of the model's own loss over full logits.
+    The baseline (``answer_logits`` False) is plain HF+PEFT: the model's own loss over full
+    logits and a hand-written teacher pass. Ours is the trainer's own step: its objectives
+    (:class:`CrossEntropy`, :class:`KLToBase` with the adapter-disabled reference) and its
+    forward with logits only where they read (:func:`forward_kept`), so the bench measures the
+    code ``vlm-retain train`` runs.
     """
     import torch
     import torch.nn.functional as F
 
+    if answer_logits:
+        from vlm_retain.train.objectives import combine, model_inputs
+        from vlm_retain.train.positions import forward_kept
+
+        objectives = _our_objectives(model, teacher)
+        inputs = {**model_inputs(batch), "use_cache": False}
+        total, _ = combine(objectives, batch, forward_kept(model, inputs, objectives, batch))
+        return total
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    keep = ANSWER_TOKENS + 1 if answer_logits else 0
-    if answer_logits:
-        logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits[:, :-1]
-        target = labels[:, -ANSWER_TOKENS:]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
-    else:
-        out = model(**inputs, labels=labels, use_cache=False)
-        loss, logits = out.loss, out.logits[:, :-1]
-        target = labels[:, 1:]
+    out = model(**inputs, labels=labels, use_cache=False)
+    loss, logits = out.loss, out.logits[:, :-1]
     if teacher:
         with torch.no_grad(), model.disable_adapter():
-            ref = model(**inputs, use_cache=False, logits_to_keep=keep).logits[:, :-1]
-        mask = target != -100
+            ref = model(**inputs, use_cache=False).logits[:, :-1]
+        mask = labels[:, 1:] != -100
         student = F.log_softmax(logits[mask].float(), dim=-1)
         base = F.log_softmax(ref[mask].float(), dim=-1)
-        loss = loss + 0.1 * F.kl_div(student, base, log_target=True, reduction="batchmean")
+        loss = loss + KL_WEIGHT * F.kl_div(student, base, log_target=True, reduction="batchmean")
     return loss
+
+
+def _our_objectives(model: Any, teacher: bool) -> list[Any]:
+    """The trainer's objectives for one case (built per call: they hold no state across steps
+    but the reference, which shares the model's weights)."""
+    from vlm_retain.train.kl import KLToBase
+    from vlm_retain.train.objectives import CrossEntropy
+    from vlm_retain.train.reference import ReferenceModel
+
+    objectives: list[Any] = [CrossEntropy()]
+    if teacher:
+        objectives.append(KLToBase(ReferenceModel(model), weight=KL_WEIGHT, on="all"))
+    return objectives
 
 
 def describe(tuning: str, batch: int, answer: bool, teacher: bool, ckpt: bool) -> str:
