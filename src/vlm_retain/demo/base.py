@@ -12,7 +12,8 @@ Layout of ``--out``::
     model files (config.json, model.safetensors, tokenizer, processor)   the base itself
     recipe.json     the data options, the training config, versions, duration
     scores.json     VQA, captions, retrieval on the world's test split; CER on print and hands
-    work/           data, fresh model, training run, evaluations (removed unless --keep-work)
+    work/           data, fresh model, reading phase (read/), main training run (run/),
+                    evaluations (removed unless --keep-work)
 """
 
 from __future__ import annotations
@@ -83,14 +84,18 @@ def build_base(
             synth_world(world, recipe.world_options(plan), progress=False)
             synth_htr(printed, recipe.print_options(plan), progress=False)
             synth_htr(hands, recipe.manuscript_options(plan.eval_lines_per_lang), progress=False)
-        fresh = build_tiny(
+        start = build_tiny(
             recipe.MODEL_FAMILY,
             work / "init",
             seed=recipe.MODEL_SEED,
-            size=recipe.MODEL_SIZE,
+            size=plan.model_size,
             init_std=recipe.INIT_STD,
         )
-        config = recipe.base_train_config(fresh, world, printed, work / "run", plan)
+        if plan.read_steps:
+            console.print(f"reading phase: {plan.read_steps} steps on printed lines alone")
+            reading = recipe.read_train_config(start, printed, work / "read", plan)
+            start = _pretrain(reading, console)
+        config = recipe.base_train_config(start, world, printed, work / "run", plan)
         final = _pretrain(config, console)
         for name in _MODEL_FILES:
             shutil.copy2(final / name, stage / name)
@@ -138,12 +143,18 @@ def _recipe_record(scale: str, plan: recipe.BaseScale, work: Path, seconds: floa
     from vlm_retain.evaluate.results import package_versions
 
     resolved = (work / "run" / "config.yaml").read_text(encoding="utf-8")
+    reading = {}
+    if plan.read_steps:
+        reading = {
+            "read_config_yaml": (work / "read" / "config.yaml").read_text(encoding="utf-8"),
+            "read_log_tail": _log_tail(work / "read" / "train_log.jsonl"),
+        }
     return {
         "scale": scale,
         "plan": asdict(plan),
         "model": {
             "family": recipe.MODEL_FAMILY,
-            "size": recipe.MODEL_SIZE,
+            "size": plan.model_size,
             "seed": recipe.MODEL_SEED,
             "init_std": recipe.INIT_STD,
         },
@@ -152,6 +163,7 @@ def _recipe_record(scale: str, plan: recipe.BaseScale, work: Path, seconds: floa
             "print": _options(recipe.print_options(plan)),
             "manuscripts_for_scores": _options(recipe.manuscript_options(plan.eval_lines_per_lang)),
         },
+        **reading,
         "train_config_yaml": resolved,
         "train_log_tail": _log_tail(work / "run" / "train_log.jsonl"),
         "seconds": round(seconds, 1),

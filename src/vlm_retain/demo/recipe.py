@@ -57,6 +57,11 @@ class BaseScale:
 
     ``shipped`` made the base that ships with the package; ``test`` is the reduced scale a
     test runs to check that the recipe learns at all (minutes on two cores).
+
+    ``read_steps`` is a reading-first curriculum: that many steps on printed lines alone before
+    the world joins. A tiny model trained on both from the start learns the world and leaves
+    the letters in the image unused (it guesses words from the language's word list); given all
+    of the gradient, reading starts (research notes in docs/demo.md).
     """
 
     name: str
@@ -68,12 +73,31 @@ class BaseScale:
     print_weight: float = 3.0
     eval_limit: int = 200
     eval_lines_per_lang: int = 100
+    read_steps: int = 0
+    read_lr: float = 2.0e-3
+    print_words: tuple[int, int] = WORDS
+    model_size: str = MODEL_SIZE
 
 
 BASE_SCALES = {
-    "shipped": BaseScale("shipped", scenes=6000, print_per_lang=1500, steps=6000),
+    "shipped": BaseScale(
+        "shipped",
+        scenes=6000,
+        print_per_lang=8000,
+        steps=6000,
+        print_weight=0.5,
+        read_steps=7000,
+        print_words=(1, 3),
+    ),
     "test": BaseScale(
-        "test", scenes=400, print_per_lang=200, steps=200, eval_limit=32, eval_lines_per_lang=20
+        "test",
+        scenes=400,
+        print_per_lang=200,
+        steps=200,
+        eval_limit=32,
+        eval_lines_per_lang=20,
+        read_steps=60,
+        print_words=(1, 3),
     ),
 }
 
@@ -84,8 +108,11 @@ def world_options(scale: BaseScale | None = None, *, workers: int = 2) -> WorldO
 
 
 def print_options(scale: BaseScale | None = None, *, workers: int = 2) -> HtrOptions:
-    per_lang = scale.print_per_lang if scale else PRINT_LINES.per_lang
-    return replace(PRINT_LINES, per_lang=per_lang, workers=workers)
+    if scale is None:
+        return replace(PRINT_LINES, workers=workers)
+    return replace(
+        PRINT_LINES, per_lang=scale.print_per_lang, words=scale.print_words, workers=workers
+    )
 
 
 def manuscript_options(per_lang: int, *, workers: int = 2) -> HtrOptions:
@@ -95,30 +122,55 @@ def manuscript_options(per_lang: int, *, workers: int = 2) -> HtrOptions:
 def base_train_config(
     model: Path, world: Path, printed: Path, out: Path, scale: BaseScale
 ) -> dict[str, Any]:
-    """The pretraining run: full fine-tuning of a fresh tiny model on world VQA, world captions
-    and printed lines, with the world's VQA as the probe and held-out print as eval."""
+    """The pretraining run: full fine-tuning of a tiny model (fresh, or fresh from the reading
+    phase) on world VQA, world captions and printed lines, with the world's VQA as the probe
+    and held-out print as eval."""
+    target = [
+        {"manifest": str(world), "tasks": ["vqa", "caption"]},
+        {"manifest": str(printed), "weight": scale.print_weight},
+    ]
+    probe = {"data": str(world), "every_steps": max(50, scale.steps // 12), "limit": 200}
+    return _pretrain_config("demo-base", model, target, printed, probe, out, scale, scale.steps)
+
+
+def read_train_config(model: Path, printed: Path, out: Path, scale: BaseScale) -> dict[str, Any]:
+    """The reading phase of the curriculum: printed lines only, held-out print as eval."""
+    target = [{"manifest": str(printed)}]
+    reading = replace(scale, lr=scale.read_lr)
+    return _pretrain_config(
+        "demo-base-read", model, target, printed, {}, out, reading, scale.read_steps
+    )
+
+
+def _pretrain_config(
+    name: str,
+    model: Path,
+    target: list[dict[str, Any]],
+    printed: Path,
+    probe: dict[str, Any],
+    out: Path,
+    scale: BaseScale,
+    steps: int,
+) -> dict[str, Any]:
     return {
-        "name": "demo-base",
+        "name": name,
         "model": {"path": str(model)},
         "tuning": {"mode": "full"},
         "data": {
-            "target": [
-                {"manifest": str(world), "tasks": ["vqa", "caption"]},
-                {"manifest": str(printed), "weight": scale.print_weight},
-            ],
+            "target": target,
             "prompt": OCR_PROMPT,
             "eval": {"manifest": str(printed), "split": "val", "limit": 128},
         },
-        "probe": {"data": str(world), "every_steps": max(50, scale.steps // 12), "limit": 200},
+        "probe": probe,
         "train": {
             "seed": 0,
-            "max_steps": scale.steps,
+            "max_steps": steps,
             "batch_size": scale.batch_size,
             "lr": scale.lr,
             "warmup_ratio": 0.03,
             "gradient_checkpointing": "off",
             "precision": "fp32",
-            "save_every_steps": max(50, scale.steps // 6),
+            "save_every_steps": max(50, steps // 6),
             "keep_checkpoints": 1,
             "output_dir": str(out),
         },
@@ -178,9 +230,9 @@ DEMO_SCALES = {
     "full": DemoScale(
         "full",
         manuscript_per_lang=1000,
-        print_per_lang=60,
+        print_per_lang=200,
         scenes=600,
-        steps=300,
+        steps=400,
         eval_limit=200,
         alphas=(0.25, 0.5, 0.75),
     ),
