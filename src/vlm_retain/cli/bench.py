@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from vlm_retain.cli.options import comma_list
 from vlm_retain.errors import InputError
 
 app = typer.Typer(help="Throughput benchmarks.", no_args_is_help=True)
@@ -19,16 +20,12 @@ def _ints(text: str | None, name: str) -> tuple[int, ...] | None:
     if not text:
         return None
     try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
+        values = tuple(int(x) for x in comma_list(text))
     except ValueError:
         raise InputError(f"{name} must be integers separated by commas, not {text!r}") from None
     if not values or min(values) < 1:
         raise InputError(f"{name} must be positive integers, not {text!r}")
     return values
-
-
-def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
 
 
 @app.command("gpu")
@@ -92,8 +89,8 @@ def gpu(
         eval_batch_sizes=_ints(eval_batch_sizes, "--eval-batch-sizes"),
         ours_batch_sizes=_ints(ours_batch_sizes, "--ours-batch-sizes"),
         full_shape=full_shape,
-        only=_names(only),
-        skip=_names(skip),
+        only=comma_list(only),
+        skip=comma_list(skip),
         time_budget=time_budget,
         seed=seed,
         quiet=quiet,

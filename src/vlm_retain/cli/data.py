@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vlm_retain.cli.options import comma_list
 from vlm_retain.data.importers import IMPORTERS
 from vlm_retain.data.importers.base import CommonOptions, run_import
 from vlm_retain.errors import EXIT_PROBLEMS, InputError
@@ -378,11 +379,6 @@ def purge(
     console.print(f"removed {folder} ({plan.kind})")
 
 
-def _comma_list(value: str) -> tuple[str, ...]:
-    """``"ru, en,"`` -> ``("ru", "en")``: the items of a comma-separated option, blanks dropped."""
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
 def _int_range(value: str, option: str) -> tuple[int, int]:
     """``"1,2"`` -> ``(1, 2)``; a one-line error naming the option otherwise."""
     parts = [part.strip() for part in value.split(",")]
@@ -426,7 +422,7 @@ def synth_htr(
     from vlm_retain.data.synthetic.htr import synth_htr as run
 
     options = HtrOptions(
-        langs=_comma_list(langs),
+        langs=comma_list(langs),
         per_lang=per_lang,
         seed=seed,
         height=height,
@@ -492,9 +488,9 @@ def synth_world(
             max_shapes=max_shapes,
             questions_per_image=questions_per_image,
             sign_share=sign_share,
-            kinds=_comma_list(kinds),
-            colours=_comma_list(colours),
-            families=_comma_list(families),
+            kinds=comma_list(kinds),
+            colours=comma_list(colours),
+            families=comma_list(families),
         ),
         overwrite=overwrite,
         progress=not quiet,
