@@ -694,11 +694,18 @@ class Bench:
             if checkpointing:
                 _checkpointing(base, True)
             model.train()
+            objectives = our_objectives(model, teacher) if answer_logits else None
             for i in range(self.opts.warmup + self.opts.steps):
                 if i == self.opts.warmup:
                     synchronize(self.device)
                     t0 = time.perf_counter()
-                loss = training_loss(model, batch, answer_logits=answer_logits, teacher=teacher)
+                loss = training_loss(
+                    model,
+                    batch,
+                    answer_logits=answer_logits,
+                    teacher=teacher,
+                    objectives=objectives,
+                )
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -748,14 +755,22 @@ def _checkpointing(model: Any, on: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
-def training_loss(model: Any, batch: dict[str, Any], *, answer_logits: bool, teacher: bool) -> Any:
+def training_loss(
+    model: Any,
+    batch: dict[str, Any],
+    *,
+    answer_logits: bool,
+    teacher: bool,
+    objectives: list[Any] | None = None,
+) -> Any:
     """CE on the answer (+ 0.1 x KL(teacher || model) on the answer with the adapter disabled).
 
     The baseline (``answer_logits`` False) is plain HF+PEFT: the model's own loss over full
     logits and a hand-written teacher pass. Ours is the trainer's own step: its objectives
     (:class:`CrossEntropy`, :class:`KLToBase` with the adapter-disabled reference) and its
     forward with logits only where they read (:func:`forward_kept`), so the bench measures the
-    code ``vlm-retain train`` runs.
+    code ``vlm-retain train`` runs; pass ``objectives`` (:func:`our_objectives`) to build
+    them once per case rather than once per step.
     """
     import torch
     import torch.nn.functional as F
@@ -764,7 +779,7 @@ def training_loss(model: Any, batch: dict[str, Any], *, answer_logits: bool, tea
         from vlm_retain.train.objectives import combine, model_inputs
         from vlm_retain.train.positions import forward_kept
 
-        objectives = _our_objectives(model, teacher)
+        objectives = objectives if objectives is not None else our_objectives(model, teacher)
         inputs = {**model_inputs(batch), "use_cache": False}
         total, _ = combine(objectives, batch, forward_kept(model, inputs, objectives, batch))
         return total
@@ -782,9 +797,9 @@ def training_loss(model: Any, batch: dict[str, Any], *, answer_logits: bool, tea
     return loss
 
 
-def _our_objectives(model: Any, teacher: bool) -> list[Any]:
-    """The trainer's objectives for one case (built per call: they hold no state across steps
-    but the reference, which shares the model's weights)."""
+def our_objectives(model: Any, teacher: bool) -> list[Any]:
+    """The trainer's objectives for one case: cross-entropy, and with ``teacher`` the KL to the
+    base through the adapter-disabled model (no second copy)."""
     from vlm_retain.train.kl import KLToBase
     from vlm_retain.train.objectives import CrossEntropy
     from vlm_retain.train.reference import ReferenceModel
