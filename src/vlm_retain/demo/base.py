@@ -30,6 +30,7 @@ from rich.console import Console
 
 from vlm_retain.demo import recipe
 from vlm_retain.demo.evaluation import DemoEval, evaluate_model, headline
+from vlm_retain.demo.training import run_train_config
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json, staged_output_dir, write_marker
 
@@ -94,9 +95,9 @@ def build_base(
         if plan.read_steps:
             console.print(f"reading phase: {plan.read_steps} steps on printed lines alone")
             reading = recipe.read_train_config(start, printed, work / "read", plan)
-            start = _pretrain(reading, console)
+            start = run_train_config(reading, console).final
         config = recipe.base_train_config(start, world, printed, work / "run", plan)
-        final = _pretrain(config, console)
+        final = run_train_config(config, console).final
         for name in _MODEL_FILES:
             shutil.copy2(final / name, stage / name)
         scores = _score(stage, world, printed, hands, work / "eval", plan, console)
@@ -108,19 +109,6 @@ def build_base(
         write_marker(stage, "demo-base")
     console.print(f"demo base written to {out} ({seconds / 60:.1f} min)")
     return scores
-
-
-def _pretrain(config: dict[str, Any], console: Console) -> Path:
-    from vlm_retain.cli.train import generator, probe_suite
-    from vlm_retain.train.config import config_from_dict
-    from vlm_retain.train.trainer import TrainHooks, train
-
-    run = config_from_dict(config, source="demo build-base")
-    hooks = TrainHooks(probe_suite=probe_suite, generator=generator, console=console)
-    outcome = train(run, hooks=hooks)
-    if outcome.final is None:
-        raise RuntimeError("pretraining ended without a final model")
-    return outcome.final
 
 
 def _score(

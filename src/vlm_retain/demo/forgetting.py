@@ -25,6 +25,7 @@ from rich.console import Console
 from vlm_retain.demo import recipe
 from vlm_retain.demo.evaluation import GENERAL_TASKS, MAX_NEW_TOKENS, DemoEval, evaluate_model
 from vlm_retain.demo.summary import print_summary, summary_rows, write_summary
+from vlm_retain.demo.training import run_train_config
 from vlm_retain.merge.sweep import point_name
 
 FLOOR = 0.95
@@ -121,17 +122,8 @@ def _one_thread() -> None:
 
 def _finetune_and_evaluate(config: dict[str, Any], spec: DemoEval, out: Path) -> dict[str, Any]:
     """Train one recipe and evaluate its result (runs in a worker process)."""
-    from vlm_retain.cli.train import generator, probe_suite
-    from vlm_retain.train.config import config_from_dict
-    from vlm_retain.train.trainer import TrainHooks, train
-
     started = time.perf_counter()
-    quiet = Console(quiet=True)
-    run = config_from_dict(config, source=f"demo recipe {config['name']}")
-    outcome = train(
-        run, hooks=TrainHooks(probe_suite=probe_suite, generator=generator, console=quiet)
-    )
-    assert outcome.final is not None
+    outcome = run_train_config(config, Console(quiet=True))
     is_adapter = (outcome.final / "adapter_config.json").is_file()
     base = Path(config["model"]["path"])
     model, adapter = (base, outcome.final) if is_adapter else (outcome.final, None)
