@@ -100,19 +100,27 @@ def test_prompts_of_different_lengths_are_left_padded():
     assert (batch["input_ids"][1, :9] == cfg.text_config.pad_token_id).all()
 
 
-def _plain_and_ours(model, batch, *, teacher: bool) -> None:
-    """The plain step's and ours' loss and gradients on ``batch`` are the same."""
+def _plain_and_ours(model, batch, *, teacher: bool, vision_cache: bool = False) -> None:
+    """The plain step's and ours' loss and gradients on ``batch`` are the same (ours run twice
+    with ``vision_cache``: once filling the cache, once reading it)."""
+    from vlm_retain.train.vision_cache import VisionCache
+
+    cache = VisionCache().install(model) if vision_cache else None
     losses, grads = [], []
-    for answer_logits in (False, True):
+    for answer_logits in (False, True, True) if vision_cache else (False, True):
         model.zero_grad()
         loss = gpu.training_loss(model, batch, answer_logits=answer_logits, teacher=teacher)
         loss.backward()
         losses.append(loss.item())
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-    assert grads[0].keys() == grads[1].keys() and grads[0]
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    if cache is not None:
+        cache.remove()
+        assert cache.hits > 0
+    for other_loss, other_grads in zip(losses[1:], grads[1:], strict=True):
+        assert losses[0] == pytest.approx(other_loss, rel=1e-5)
+        assert grads[0].keys() == other_grads.keys() and grads[0]
+        for name, grad in grads[0].items():
+            torch.testing.assert_close(other_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_answer_only_logits_give_the_models_loss_and_gradients():
@@ -143,6 +151,7 @@ def test_our_step_with_the_teacher_gives_the_plain_steps_loss_and_gradients():
         with_teacher = gpu.training_loss(model, batch, answer_logits=False, teacher=True)
     assert with_teacher.item() > plain.item() + 1e-4  # the KL term is there
     _plain_and_ours(model, batch, teacher=True)
+    _plain_and_ours(model, batch, teacher=True, vision_cache=True)
 
 
 def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
@@ -194,6 +203,8 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
         "train/lora-kl",
         "train/ours-b2",
         "train/ours-kl-b2",
+        "train/ours-vc-b2",
+        "train/ours-kl-vc-b2",
         "train/lora-gc",
         "train/llm-attn",
         "train/full",
@@ -205,6 +216,11 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
     assert rows["train/lora"]["flops_per_token"] == 4 * n
     assert rows["train/lora-kl"]["flops_per_token"] == 6 * n
     assert rows["train/full"]["flops_per_token"] == 6 * n
+    # from the second step on the cached case never runs the tower: one miss per distinct line
+    assert rows["train/ours-vc-b2"]["vision_cache"] == {"hits": 2, "misses": 2}
+    assert rows["train/ours-kl-vc-b2"]["vision_cache"]["misses"] == 2
+    assert data["train"]["ours_warm_tokens_per_s"] == rows["train/ours-vc-b2"]["tokens_per_s"]
+    assert math.isfinite(data["train"]["warm_kl_overhead"])
     # the adapters are removed after each LoRA case: same trainable count every time
     assert rows["train/lora"]["trainable_params"] == rows["train/ours-b2"]["trainable_params"]
 

@@ -28,7 +28,12 @@ these durations; ``time.perf_counter`` around ``synchronize``):
   full logits, no gradient checkpointing; ``train/lora-kl`` adds the KL teacher pass (one
   no-grad forward under ``disable_adapter()``, no second model copy); ``train/lora-gc`` the same
   step with non-reentrant gradient checkpointing;
-* ``train/ours-bN``, ``train/ours-kl-bN``: our current step (see ``OURS_METHOD``);
+* ``train/ours-bN``, ``train/ours-kl-bN``: our current step (see ``OURS_METHOD``) as in a
+  run's first epoch, every image new;
+* ``train/ours-vc-bN``, ``train/ours-kl-vc-bN``: the same step from the second epoch on, when
+  the trainer's vision-feature cache (``train.vision_cache``, on by default with a frozen tower)
+  holds every line image: the batch repeats, so after warm-up the tower is never run (and the
+  KL teacher reuses the student's cached features);
 * ``train/llm-attn``: the selective preset (LLM attention projections at full rank);
 * ``train/full``: full fine-tuning (bf16 weights and AdamW states) of the 3B shape.
 
@@ -85,7 +90,8 @@ OURS_METHOD = (
     "PEFT LoRA r=64 alpha=128 on all LLM linears (as the baseline), no gradient checkpointing, "
     "the trainer's objectives and forward: logits only at answer positions (answer-only "
     "logits), KL through the adapter-disabled reference in 512-position chunks, micro-batch "
-    "{batch}; not yet: packing, vision-feature cache, fused linear+CE, torch.compile"
+    "{batch}; the vision-feature cache is in the ours-vc cases (train.ours_warm_*); not yet: "
+    "fused linear+CE, torch.compile"
 )
 
 Log = Callable[[str], None]
@@ -660,8 +666,14 @@ class Bench:
         answer_logits: bool = False,
         teacher: bool = False,
         checkpointing: bool = False,
+        vision_cache: bool = False,
     ) -> dict[str, Any]:
-        """Time ``steps`` optimizer steps (after ``warmup``) of one training setting."""
+        """Time ``steps`` optimizer steps (after ``warmup``) of one training setting.
+
+        ``vision_cache`` (ours only) installs the trainer's vision-feature cache; the batch is
+        the same every step, so after the first (warm-up) step the tower's output is reused,
+        as from a run's second epoch on.
+        """
         import torch
 
         from vlm_retain.models.registry import get_family
@@ -678,8 +690,15 @@ class Bench:
             raise
         model = tuned.model
         optimizer = None
+        cache = None
         losses: list[Any] = []
         try:
+            if vision_cache:
+                if not answer_logits:
+                    raise CaseError("the vision-feature cache is part of our step only")
+                from vlm_retain.train.vision_cache import VisionCache
+
+                cache = VisionCache().install(model)
             trainable = [p for p in model.parameters() if p.requires_grad]
             n_trainable = sum(p.numel() for p in trainable)
             names = {n.removeprefix("base_model.model.") for n in tuned.trainable_names()}
@@ -695,8 +714,10 @@ class Bench:
                 _checkpointing(base, True)
             model.train()
             objectives = our_objectives(model, teacher) if answer_logits else None
-            for i in range(self.opts.warmup + self.opts.steps):
-                if i == self.opts.warmup:
+            # a cached case always fills the cache in an untimed step first
+            warmup = max(self.opts.warmup, 1) if vision_cache else self.opts.warmup
+            for i in range(warmup + self.opts.steps):
+                if i == warmup:
                     synchronize(self.device)
                     t0 = time.perf_counter()
                 loss = training_loss(
@@ -714,6 +735,8 @@ class Bench:
             step_s = (time.perf_counter() - t0) / self.opts.steps
             peak = peak_gib(self.device)
         finally:
+            if cache is not None:
+                cache.remove()
             if checkpointing:
                 _checkpointing(base, False)
             if optimizer is not None:
@@ -731,7 +754,7 @@ class Bench:
         flops_token = (4 + 2 * teacher) * n_total + 2 * base_trainable
         tokens_s = tokens / step_s
         tflops = self.result["matmul"]["tflops"]
-        return {
+        row = {
             "what": describe(tuning, batch_size, answer_logits, teacher, checkpointing),
             "tuning": tuning,
             "batch_size": batch_size,
@@ -744,6 +767,12 @@ class Bench:
             "peak_gib": peak,
             "loss": losses[-1],
         }
+        if cache is not None:
+            row["what"] += ", vision-feature cache (images repeat: epoch 2 on)"
+            row["vision_cache"] = {"hits": cache.hits, "misses": cache.misses}
+            if cache.hits == 0:
+                raise CaseError("the vision-feature cache was never hit")
+        return row
 
 
 def _checkpointing(model: Any, on: bool) -> None:
@@ -862,6 +891,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     base_eval = get("eval/baseline", "lines_per_s")
     ours_train = [r for n, r in rows.items() if re.fullmatch(r"train/ours-b\d+", n)]
     best = max(ours_train, key=lambda r: r["tokens_per_s"], default=None)
+    ours_warm = [r for n, r in rows.items() if re.fullmatch(r"train/ours-vc-b\d+", n)]
+    warm = max(ours_warm, key=lambda r: r["tokens_per_s"], default=None)
     base_tok = get("train/lora", "tokens_per_s")
 
     def ratio(a: Any, b: Any) -> float | None:
@@ -893,6 +924,14 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "mfu": best["mfu"] if best else None,
             "peak_gib": best["peak_gib"] if best else None,
             "kl_overhead": overhead(*kl_pair),
+            "ours_warm_tokens_per_s": warm["tokens_per_s"] if warm else None,
+            "ours_warm_batch_size": warm["batch_size"] if warm else None,
+            "warm_speedup": ratio(warm["tokens_per_s"] if warm else None, base_tok),
+            "warm_mfu": warm["mfu"] if warm else None,
+            "warm_peak_gib": warm["peak_gib"] if warm else None,
+            "warm_kl_overhead": overhead(
+                f"train/ours-kl-vc-b{first_ours}", f"train/ours-vc-b{first_ours}"
+            ),
             "baseline_kl_overhead": overhead("train/lora-kl", "train/lora"),
             "gc_slowdown": ratio(get("train/lora-gc", "step_s"), get("train/lora", "step_s")),
             "vision_share_of_lora_step": ratio(
@@ -942,7 +981,9 @@ def print_table(result: dict[str, Any], log: Log) -> None:
         f"x{_num(s['eval']['speedup'])}; train: baseline "
         f"{_num(s['train']['baseline_tokens_per_s'])} tokens/s, ours "
         f"{_num(s['train']['ours_tokens_per_s'])}, x{_num(s['train']['speedup'])}, "
-        f"KL overhead {_num(s['train']['kl_overhead'])}"
+        f"KL overhead {_num(s['train']['kl_overhead'])}; from epoch 2 (vision cache): "
+        f"{_num(s['train']['ours_warm_tokens_per_s'])} tokens/s, "
+        f"x{_num(s['train']['warm_speedup'])}, KL overhead {_num(s['train']['warm_kl_overhead'])}"
     )
     try:
         from rich.console import Console
@@ -1091,6 +1132,20 @@ def run_cases(bench: Bench) -> None:
                 "train",
                 lambda size=size: train(
                     shape, tuning="lora", batch_size=size, answer_logits=True, teacher=True
+                ),
+            )
+    for i, size in enumerate(o.ours_batch_sizes):
+        for kl in (False, True) if i == 0 else (False,):
+            bench.case(
+                f"train/ours{'-kl' if kl else ''}-vc-b{size}",
+                "train",
+                lambda size=size, kl=kl: train(
+                    shape,
+                    tuning="lora",
+                    batch_size=size,
+                    answer_logits=True,
+                    teacher=kl,
+                    vision_cache=True,
                 ),
             )
     bench.case(
