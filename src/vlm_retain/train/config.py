@@ -508,6 +508,15 @@ class TrainConfig(_Section):
         description="compute LM-head logits only where a loss reads them (the answers), not at "
         "every image and prompt token: auto = on where the model supports it (same loss)",
     )
+    packing: Literal["on", "off"] = Field(
+        "off",
+        description="pack each micro-batch's lines end to end into rows without padding "
+        "(Qwen families; each line attends only to itself): the same losses up to float "
+        "rounding; off until a GPU run shows it pays",
+    )
+    packing_row_tokens: int = Field(
+        4096, ge=1, description="tokens per packed row (a longer line gets a row of its own)"
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="compute precision: auto = bf16 on a capable GPU, fp32 on CPU"
     )
@@ -522,7 +531,9 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept (oldest removed)")
     output_dir: str = Field(description="run folder (config.yaml, checkpoints, adapter/model)")
 
-    @field_validator("gradient_checkpointing", "vision_cache", "answer_only_logits", mode="before")
+    @field_validator(
+        "gradient_checkpointing", "vision_cache", "answer_only_logits", "packing", mode="before"
+    )
     @classmethod
     def _yaml_bool(cls, value: Any) -> Any:
         # YAML 1.1 reads a bare on/off as a boolean

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlm_retain.errors import InputError
+from vlm_retain.train.packing import per_cell
 from vlm_retain.train.positions import POSITIONS, logits_at, next_token_positions
 from vlm_retain.train.reference import ReferenceModel
 
@@ -187,5 +188,5 @@ class KLToBase:
                     field="kl.on",
                     hint="have the collator add it, or set kl.on: all",
                 )
-            mask = mask & batch["replay"].to(mask.device).bool().view(-1, 1)
+            mask = mask & per_cell(batch, batch["replay"].to(mask.device))
         return mask

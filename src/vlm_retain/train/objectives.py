@@ -14,8 +14,10 @@ Batch contract (what the collator provides): the model inputs from
 ``image_grid_thw``, ``mm_token_type_ids``...), ``labels`` (-100 except answer tokens), and
 optionally ``source_ids`` (LongTensor [B]: index into the run's source names, for per-source
 loss) and ``replay`` (BoolTensor [B]: the row is replay/general data, for ``KLToBase(on=
-"replay")``). :func:`model_inputs` strips the extras (and ``labels``, so the model does not
-compute a second full-vocabulary loss) before the forward.
+"replay")``). A packed batch (:mod:`~vlm_retain.train.packing`) adds ``token_rows`` (each
+cell's sample index); ``source_ids`` and ``replay`` stay per sample. :func:`model_inputs`
+strips the extras (and ``labels``, so the model does not compute a second full-vocabulary
+loss) before the forward.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from vlm_retain.train.anchors import EWC, L2SP
 from vlm_retain.train.kl import KLToBase
 
 #: Batch keys that are ours, not the model's.
-EXTRA_KEYS = ("labels", "source_ids", "replay", "ids", "num_items_in_batch")
+EXTRA_KEYS = ("labels", "source_ids", "replay", "ids", "num_items_in_batch", "token_rows")
 
 __all__ = [
     "EWC",
@@ -77,6 +79,7 @@ class CrossEntropy:
     def __call__(self, batch: Mapping[str, Any], outputs: Any) -> Any:
         import torch.nn.functional as F
 
+        from vlm_retain.train.packing import sample_of_cells
         from vlm_retain.train.positions import logits_at
 
         logits = outputs.logits
@@ -87,8 +90,8 @@ class CrossEntropy:
         targets = batch["labels"].to(logits.device)[:, 1:][mask[:, :-1]]
         token_loss = F.cross_entropy(logits_at(outputs, mask).float(), targets, reduction="none")
         if "source_ids" in batch:
-            rows = mask.nonzero()[:, 0]
-            sources = batch["source_ids"].to(logits.device)[rows]
+            rows = sample_of_cells(batch, mask)
+            sources = batch["source_ids"].to(logits.device)[rows.to(logits.device)]
             for sid in sources.unique().tolist():
                 value = token_loss[sources == sid].detach().mean()
                 self.extra[self._source_name(int(sid))] = float(value)

@@ -30,9 +30,12 @@ def next_token_positions(batch: Mapping[str, Any], positions: str = "supervised"
     """``(B, T)`` bool: positions whose next-token distribution an objective reads.
 
     ``supervised``: logits at ``t`` predict label ``t + 1``, so ``labels[:, 1:] != -100`` shifted
-    left; ``all``: every non-pad position (``attention_mask``).
+    left; ``all``: every non-pad position (``attention_mask``, or the real cells of a packed
+    batch, :mod:`~vlm_retain.train.packing`).
     """
     import torch
+
+    from vlm_retain.train.packing import valid_cells
 
     if positions == "supervised":
         labels = batch["labels"]
@@ -40,7 +43,7 @@ def next_token_positions(batch: Mapping[str, Any], positions: str = "supervised"
         mask[:, :-1] = labels[:, 1:] != -100
         return mask
     if positions == "all":
-        return batch["attention_mask"].bool()
+        return valid_cells(batch)
     raise InputError(f"unknown KL positions {positions!r}", hint=f"use {', '.join(POSITIONS)}")
 
 

@@ -491,6 +491,9 @@ def train(
     if vision_cache is not None:
         say("vision cache: on (frozen vision tower; each image is encoded once)")
     answer_only = _answer_only(tc.answer_only_logits, model)
+    prepare = _batch_preparer(config, model, loaded)
+    if prepare is not batch_to:
+        say(f"packing: on (rows of up to {tc.packing_row_tokens} tokens, no padding)")
 
     def forward(module: Any, batch: dict[str, Any]) -> Any:
         if answer_only:
@@ -598,7 +601,7 @@ def train(
                         tc.max_grad_norm,
                         combine,
                         forward,
-                        batch_to,
+                        prepare,
                     )
                     break
                 except Exception as exc:  # only out-of-memory is handled here
@@ -748,15 +751,17 @@ def _optimizer_step(
     max_grad_norm: float | None,
     combine: Any,
     forward: Any,
-    batch_to: Any,
+    prepare: Any,
 ) -> tuple[dict[str, list[float]], int, float | None]:
     """Forward/backward over the micro-batches, clip, one optimizer step; the logged parts."""
+    from vlm_retain.train.packing import count_tokens
+
     parts_sum: dict[str, list[float]] = {}
     tokens = 0
     grad_norm = None
     for _, _, batch in micro:
-        batch = batch_to(batch, loaded)
-        tokens += int(batch["attention_mask"].sum())
+        batch = prepare(batch, loaded)
+        tokens += count_tokens(batch)
         with accelerator.accumulate(model):
             outputs = forward(model, batch)
             loss, parts = combine(objectives, batch, outputs)
@@ -770,6 +775,26 @@ def _optimizer_step(
         for key, value in parts.items():
             parts_sum.setdefault(key, []).append(value)
     return parts_sum, tokens, grad_norm
+
+
+def _batch_preparer(config: RunConfig, model: Any, loaded: Any) -> Any:
+    """``prepare(batch, loaded)``: the collated batch on the model's device, packed when
+    ``train.packing`` is on (:mod:`~vlm_retain.train.packing`)."""
+    from vlm_retain.models.loading import batch_to
+    from vlm_retain.train.packing import pack_batch, rope_index_fn, wants_packing
+
+    if not wants_packing(config.train.packing, model, loaded.family):
+        return batch_to
+    rope_index = rope_index_fn(model)
+    pad = getattr(getattr(loaded, "tokenizer", None), "pad_token_id", None) or 0
+    row_tokens = config.train.packing_row_tokens
+
+    def prepare(batch: dict[str, Any], loaded: Any) -> dict[str, Any]:
+        return pack_batch(
+            batch_to(batch, loaded), rope_index, row_tokens=row_tokens, pad_token_id=pad
+        )
+
+    return prepare
 
 
 def _answer_only(setting: str, model: Any) -> bool:

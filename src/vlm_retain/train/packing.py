@@ -1,0 +1,181 @@
+"""Padding-free training batches: the lines of a micro-batch packed end to end into few rows.
+
+Why: a right-padded batch spends every layer's compute on pad tokens up to its longest sample.
+Line-level samples differ in length (image width, prompt, answer), so a batch of ``B`` lines
+padded to ``T`` wastes ``B * T - sum(lengths)`` token slots. Packing puts the lines one after
+another in rows of about ``row_tokens`` tokens (next-fit, in batch order, so the images keep
+their order and ``pixel_values`` / ``image_grid_thw`` are unchanged) and pads only the end of
+each row to the longest row.
+
+What keeps it exact: every line must see only itself. Qwen2/2.5/3-VL take ``position_ids`` of
+shape ``(4, R, L)`` whose first row is the text position of each token; transformers finds the
+line boundaries where that position restarts and, with no ``attention_mask``, builds a
+block-diagonal causal mask (SDPA, eager) or variable-length sequences (flash attention). The
+other three rows are each line's own multimodal rotary positions, computed by the model's
+``get_rope_index`` on the padded batch, so every token gets the position it had unpacked. A
+row's tail padding starts a new text position 0: a sequence of its own that nothing reads.
+transformers looks for packed lines only when no KV cache is in play, so a packed batch carries
+``use_cache=False`` for every forward that receives it (the trained model and the KL
+reference).
+
+The batch contract changes in one place: rows are no longer samples. ``token_rows`` (``(R,
+L)`` long) gives each cell's sample index, -1 for padding; ``source_ids`` and ``replay`` stay
+per sample, and :func:`sample_of_cells` / :func:`per_cell` map between the two for the
+per-source loss log and KL on replay samples. Labels at each line's first token are -100
+(a prompt token), so no line is supervised to predict its neighbour's start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vlm_retain.errors import InputError
+
+#: Families whose forward reads packed ``(4, R, L)`` position ids as described above.
+PACKABLE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+DEFAULT_ROW_TOKENS = 4096
+_PER_SAMPLE = ("source_ids", "replay", "ids")
+
+
+def rope_index_fn(model: Any) -> Any | None:
+    """The inner model's ``get_rope_index`` under PEFT / DDP wrappers, or None."""
+    base = model
+    while hasattr(base, "module") and not hasattr(base, "get_rope_index"):
+        base = base.module  # DDP
+    if hasattr(base, "get_base_model"):
+        base = base.get_base_model()
+    inner = getattr(base, "model", None)
+    return getattr(inner, "get_rope_index", None)
+
+
+def wants_packing(setting: str, model: Any, family: Any) -> bool:
+    """``train.packing`` resolved: auto = on for a family listed in :data:`PACKABLE_FAMILIES`."""
+    if setting == "off":
+        return False
+    supported = family.name in PACKABLE_FAMILIES and rope_index_fn(model) is not None
+    if setting == "on" and not supported:
+        raise InputError(
+            f"train.packing: on is not supported for {family.title}",
+            field="train.packing",
+            hint="use auto or off",
+        )
+    return supported
+
+
+def is_packed(batch: Mapping[str, Any]) -> bool:
+    return "token_rows" in batch
+
+
+def valid_cells(batch: Mapping[str, Any]) -> Any:
+    """``(R, L)`` bool: the cells holding a real token (not padding)."""
+    if is_packed(batch):
+        return batch["token_rows"] >= 0
+    return batch["attention_mask"].bool()
+
+
+def count_tokens(batch: Mapping[str, Any]) -> int:
+    """Real (non-pad) tokens in a batch, packed or not."""
+    return int(valid_cells(batch).sum())
+
+
+def sample_of_cells(batch: Mapping[str, Any], mask: Any) -> Any:
+    """The sample index of each True cell of ``mask``, in row-major order."""
+    if is_packed(batch):
+        return batch["token_rows"].to(mask.device)[mask]
+    return mask.nonzero()[:, 0]
+
+
+def per_cell(batch: Mapping[str, Any], flags: Any) -> Any:
+    """A per-sample bool tensor spread over the cells of the batch (``(R, L)``)."""
+    flags = flags.bool()
+    if not is_packed(batch):
+        return flags.view(-1, 1)
+    rows = batch["token_rows"].to(flags.device)
+    return flags[rows.clamp(min=0)] & (rows >= 0)
+
+
+def pack_batch(
+    batch: Mapping[str, Any],
+    rope_index: Any,
+    *,
+    row_tokens: int = DEFAULT_ROW_TOKENS,
+    pad_token_id: int = 0,
+) -> dict[str, Any]:
+    """The right-padded ``batch`` (the collator's) as packed rows; see the module docstring.
+
+    ``rope_index`` is the model's ``get_rope_index`` (:func:`rope_index_fn`); a row holds
+    lines while their total stays within ``row_tokens`` (a longer line gets a row of its own).
+    """
+    import torch
+
+    if is_packed(batch):
+        return dict(batch)
+    if "position_ids" in batch:
+        raise InputError("packing: the batch already has position_ids", hint="set packing: off")
+    mask = batch["attention_mask"].bool()
+    lengths = mask.sum(dim=1).tolist()
+    if any(not bool(mask[i, :n].all()) for i, n in enumerate(lengths)):
+        raise InputError("packing needs right-padded batches", hint="set packing: off")
+    input_ids = batch["input_ids"]
+    types = batch.get("mm_token_type_ids")
+    if types is None:
+        rope = mask.long().cumsum(-1).sub(1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)
+    else:
+        rope, _ = rope_index(
+            input_ids,
+            mm_token_type_ids=types,
+            image_grid_thw=batch.get("image_grid_thw"),
+            video_grid_thw=batch.get("video_grid_thw"),
+            attention_mask=batch["attention_mask"],
+        )
+    rows = _next_fit(lengths, row_tokens)
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    device = input_ids.device
+    out_ids = torch.full((len(rows), width), pad_token_id, dtype=input_ids.dtype, device=device)
+    out_labels = torch.full_like(out_ids, -100)
+    out_rows = torch.full_like(out_ids, -1)
+    out_types = torch.zeros_like(out_ids, dtype=types.dtype) if types is not None else None
+    positions = torch.zeros((4, len(rows), width), dtype=torch.long, device=device)
+    labels = batch["labels"]
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            n = lengths[i]
+            cells = slice(at, at + n)
+            out_ids[r, cells] = input_ids[i, :n]
+            out_labels[r, cells] = labels[i, :n]
+            out_labels[r, at] = -100
+            out_rows[r, cells] = i
+            if out_types is not None:
+                out_types[r, cells] = types[i, :n]
+            positions[0, r, cells] = torch.arange(n, device=device)
+            positions[1:, r, cells] = rope[:, i, :n].to(device)
+            at += n
+        tail = width - at
+        if tail:
+            positions[:, r, at:] = torch.arange(tail, device=device)
+    packed = {
+        k: v
+        for k, v in batch.items()
+        if k not in ("input_ids", "attention_mask", "labels", "mm_token_type_ids")
+    }
+    packed.update(input_ids=out_ids, labels=out_labels, position_ids=positions, token_rows=out_rows)
+    packed["use_cache"] = False  # with a KV cache transformers does not look for packed lines
+    if out_types is not None:
+        packed["mm_token_type_ids"] = out_types
+    return packed
+
+
+def _next_fit(lengths: list[int], row_tokens: int) -> list[list[int]]:
+    """Consecutive samples per row while the row stays within ``row_tokens``."""
+    rows: list[list[int]] = []
+    used = 0
+    for i, n in enumerate(lengths):
+        if rows and used + n <= row_tokens:
+            rows[-1].append(i)
+            used += n
+        else:
+            rows.append([i])
+            used = n
+    return rows
