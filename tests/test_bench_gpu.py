@@ -177,6 +177,8 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
         "2",
         "--ours-batch-sizes",
         "2",
+        "--static-batch-sizes",
+        "2",
         "--out",
         out,
         "--quiet",
@@ -208,6 +210,7 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
         "train/lora-gc",
         "train/llm-attn",
         "train/full",
+        "eval/ours-static-b2",
     ]
     assert all(c["status"] == "ok" for c in data["cases"]), data["cases"]
     rows = {c["name"]: c for c in data["cases"]}

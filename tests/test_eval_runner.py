@@ -363,6 +363,13 @@ def test_cli_model_options(setup, tmp_path: Path, run_cli, monkeypatch) -> None:
     assert "allow_pickle" not in settings and "trust_remote_code" not in settings
     result = run_cli(*common, "--dtype", "fp8")
     assert result.code == 2 and "--dtype" in result.err
+    result = run_cli(*common, "--kv-cache", "paged")
+    assert result.code == 2 and "--kv-cache" in result.err
+    before = (out / "ocr" / "predictions.jsonl").read_text(encoding="utf-8")
+    result = run_cli(*common, "--limit", "1", "--max-new-tokens", "2", "--dtype", "fp32",
+                     "--kv-cache", "static", "--overwrite")  # fmt: skip
+    assert result.code == 0, result.err
+    assert (out / "ocr" / "predictions.jsonl").read_text(encoding="utf-8") == before
 
 
 def test_complete_predictions_without_stamp_are_refused_before_running(setup, tmp_path) -> None:

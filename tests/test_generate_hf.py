@@ -198,3 +198,20 @@ def test_config_is_checked():
         GenerationConfig(batch_size=0)
     with pytest.raises(InputError, match="min new tokens"):
         GenerationConfig(max_new_tokens=4, min_new_tokens=5)
+    with pytest.raises(InputError, match="KV cache"):
+        GenerationConfig(kv_cache="paged")
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "idefics3"])
+def test_static_kv_cache_gives_the_same_tokens(models, family):
+    """A preallocated cache changes where keys and values live, not what is generated."""
+    from vlm_retain.evaluate.generate.hf import HFBackend
+
+    reqs = requests()
+    dynamic = run(models[family], reqs, batch_size=4)
+    static = run(models[family], reqs, batch_size=4, kv_cache="static")
+    backend = HFBackend(models[family], GenerationConfig(kv_cache="static"))
+    assert backend._generation_config.cache_implementation == "static"
+    assert {k: (r.text, r.n_tokens) for k, r in static.items()} == {
+        k: (r.text, r.n_tokens) for k, r in dynamic.items()
+    }

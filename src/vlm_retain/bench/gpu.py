@@ -22,6 +22,8 @@ these durations; ``time.perf_counter`` around ``synchronize``):
 * ``eval/ours-bN``: greedy, N lines per ``model.generate`` call, left padding (the HF backend
   of ``vlm_retain.evaluate`` batches the same way); both forced to exactly 48 new tokens
   (``min_new_tokens = max_new_tokens``) so the work per line is identical;
+  ``eval/ours-static-bN`` (run last) the same with a static KV cache (``--kv-cache static``),
+  with which transformers compiles the decoding step on CUDA; the warm-up call compiles;
 * ``probe/vision-forward``: the frozen vision tower alone on one training batch;
 * ``train/lora`` (the plain HF+PEFT step, the in-run baseline): PEFT LoRA r=64 alpha=128 on
   every linear of the language model, AdamW, bf16 weights on CUDA, the model's own loss over
@@ -374,6 +376,7 @@ class BenchOptions:
     baseline_lines: int | None = None
     batch_size: int | None = None
     eval_batch_sizes: tuple[int, ...] | None = None
+    static_batch_sizes: tuple[int, ...] | None = None
     ours_batch_sizes: tuple[int, ...] | None = None
     full_shape: str = "auto"
     only: tuple[str, ...] = ()
@@ -396,6 +399,7 @@ class BenchOptions:
             baseline_lines=self.baseline_lines or (6 if gpu else 2),
             batch_size=bs,
             eval_batch_sizes=self.eval_batch_sizes or ((32, 64, 128, 256) if gpu else (2, 4)),
+            static_batch_sizes=self.static_batch_sizes or ((256,) if gpu else (2,)),
             ours_batch_sizes=self.ours_batch_sizes or ((bs, 4 * bs) if gpu else (bs, 2 * bs)),
             full_shape=(
                 ("tiny" if self.shape == "tiny" else "3b")
@@ -609,9 +613,13 @@ class Bench:
             "peak_gib": peak_gib(self.device),
         }
 
-    def eval_ours(self, shape: str, size: int) -> dict[str, Any]:
+    def eval_ours(self, shape: str, size: int, *, static: bool = False) -> dict[str, Any]:
+        """Greedy batches; ``static``: preallocated KV cache, which on CUDA makes transformers
+        compile the decoding step (the untimed warm-up call pays the compilation)."""
         model = self.model(shape)
         gen = self.generation_config(model, sample=False)
+        if static:
+            gen.cache_implementation = "static"
         batch = self.batch(model, size, answer=False)
         self.generate(model, batch, gen)  # warm-up
         synchronize(self.device)
@@ -622,7 +630,8 @@ class Bench:
         seconds = time.perf_counter() - t0
         lines = size * self.opts.iters
         return {
-            "what": f"greedy, batch {size}, left padding, 48 new tokens",
+            "what": f"greedy, batch {size}, left padding, 48 new tokens"
+            + (", static KV cache (compiled decoding on CUDA)" if static else ""),
             "batch_size": size,
             "lines": lines,
             "seconds": seconds,
@@ -909,6 +918,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "baseline_lines_per_s": base_eval,
             "ours_lines_per_s": best_eval["lines_per_s"] if best_eval else None,
             "ours_batch_size": best_eval["batch_size"] if best_eval else None,
+            "ours_what": best_eval["what"] if best_eval else None,
             "speedup": ratio(best_eval["lines_per_s"] if best_eval else None, base_eval),
         },
         "train": {
@@ -1156,6 +1166,13 @@ def run_cases(bench: Bench) -> None:
     bench.case("train/llm-attn", "train", lambda: train(shape, tuning="llm-attn", batch_size=bs))
     if o.full_shape != "none":
         bench.case("train/full", "train", lambda: train(o.full_shape, tuning="full", batch_size=bs))
+    # last: compiling the decoding step takes a while, and a time budget should cut these first
+    for size in o.static_batch_sizes:
+        bench.case(
+            f"eval/ours-static-b{size}",
+            "eval",
+            lambda size=size: bench.eval_ours(shape, size, static=True),
+        )
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -1180,6 +1197,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline-lines", type=int, default=None, help="lines, batch 1 (6/2)")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch (16 / 2)")
     parser.add_argument("--eval-batch-sizes", type=_sizes, default=None, help="e.g. 32,64,128")
+    parser.add_argument("--static-batch-sizes", type=_sizes, default=None, help="e.g. 256")
     parser.add_argument("--ours-batch-sizes", type=_sizes, default=None, help="e.g. 16,64")
     parser.add_argument("--full-shape", default="auto", help="auto (3b; tiny), 3b, 7b, none")
     parser.add_argument("--only", type=_names, default=(), help="case names or prefixes*")

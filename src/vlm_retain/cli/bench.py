@@ -56,6 +56,11 @@ def gpu(
     eval_batch_sizes: str | None = typer.Option(
         None, "--eval-batch-sizes", help="Our generation batch sizes [32,64,128,256 / 2,4]."
     ),
+    static_batch_sizes: str | None = typer.Option(
+        None,
+        "--static-batch-sizes",
+        help="Generation batch sizes with a static KV cache (compiled on CUDA) [256 / 2].",
+    ),
     ours_batch_sizes: str | None = typer.Option(
         None, "--ours-batch-sizes", help="Our training micro-batches [B,4B / B,2B]."
     ),
@@ -87,6 +92,7 @@ def gpu(
         baseline_lines=baseline_lines,
         batch_size=batch_size,
         eval_batch_sizes=_ints(eval_batch_sizes, "--eval-batch-sizes"),
+        static_batch_sizes=_ints(static_batch_sizes, "--static-batch-sizes"),
         ours_batch_sizes=_ints(ours_batch_sizes, "--ours-batch-sizes"),
         full_shape=full_shape,
         only=comma_list(only),

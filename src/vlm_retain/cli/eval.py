@@ -21,6 +21,12 @@ OUT = typer.Option(..., "--out", "-o", help="Folder for <task>/predictions.jsonl
 SPLIT = typer.Option(None, "--split", help="Split to evaluate (default: each task's own).")
 LIMIT = typer.Option(None, "--limit", min=1, help="Deterministic subset of N items per task.")
 BATCH = typer.Option(16, "--batch-size", min=1, help="Generation batch size.")
+KV_CACHE = typer.Option(
+    "dynamic",
+    "--kv-cache",
+    help="dynamic | static (hf backend): static preallocates the cache and lets transformers "
+    "compile decoding on CUDA; the same tokens.",
+)
 MAX_NEW = typer.Option(None, "--max-new-tokens", min=1, help="Override each task's token budget.")
 BACKEND = typer.Option("hf", "--backend", help="hf | vllm.")
 COST = typer.Option(None, "--gpu-cost-per-hour", min=0.0, help="Estimate cost at this rate.")
@@ -76,14 +82,18 @@ def _run(
     ignore_adapter_base: bool = False,
     only: list[str] | None = None,
     ocr_prompt: str | None = None,
+    kv_cache: str = "dynamic",
 ) -> None:
     from vlm_retain.errors import InputError
+    from vlm_retain.evaluate.generate.base import KV_CACHES
     from vlm_retain.evaluate.runner import EvalSettings, Runner, discover
 
     if backend not in ("hf", "vllm"):
         raise InputError(f"--backend must be hf or vllm for eval, got {backend!r}")
     if dtype not in DTYPES:
         raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if kv_cache not in KV_CACHES:
+        raise InputError(f"--kv-cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
     settings = EvalSettings(
         model=model,
         adapter=adapter,
@@ -92,6 +102,7 @@ def _run(
         limit=limit,
         seed=seed,
         batch_size=batch_size,
+        kv_cache=kv_cache,
         max_new_tokens=max_new_tokens,
         resamples=resamples,
         gpu_cost_per_hour=gpu_cost_per_hour,
@@ -161,6 +172,7 @@ def evaluate(
     split: str | None = SPLIT,
     limit: int | None = LIMIT,
     batch_size: int = BATCH,
+    kv_cache: str = KV_CACHE,
     max_new_tokens: int | None = MAX_NEW,
     backend: str = BACKEND,
     gpu_cost_per_hour: float | None = COST,
@@ -201,6 +213,7 @@ def evaluate(
         ignore_adapter_base=ignore_adapter_base,
         only=task,
         ocr_prompt=ocr_prompt,
+        kv_cache=kv_cache,
     )
 
 

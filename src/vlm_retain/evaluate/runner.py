@@ -61,6 +61,7 @@ class EvalSettings:
     limit: int | None = None
     seed: int = 0
     batch_size: int = 16
+    kv_cache: str = "dynamic"  # dynamic | static (HF backend): same tokens, not recorded
     max_new_tokens: int | None = None  # None: each task's own budget
     resamples: int = 1000
     gpu_cost_per_hour: float | None = None
@@ -360,7 +361,9 @@ class Runner:
         try:
             if todo:
                 config = GenerationConfig(
-                    batch_size=self.settings.batch_size, max_new_tokens=settings["max_new_tokens"]
+                    batch_size=self.settings.batch_size,
+                    max_new_tokens=settings["max_new_tokens"],
+                    kv_cache=self.settings.kv_cache,
                 )
                 options = (
                     {}

@@ -50,6 +50,9 @@ class Result:
         return self.error is None
 
 
+KV_CACHES = ("dynamic", "static")
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """How to generate. The defaults are what evaluation should use: greedy, short, batched.
@@ -57,7 +60,10 @@ class GenerationConfig:
     ``do_sample``/``temperature``/``top_p``/``top_k`` exist so benchmarks can reproduce the
     current workflow's sampling; ``min_new_tokens`` forces a fixed output length so two ways of
     generating can be timed on the same amount of work. ``sort_by_length`` lets a backend reorder
-    requests to reduce padding (results still carry their ids).
+    requests to reduce padding (results still carry their ids). ``kv_cache`` (HF backend):
+    ``dynamic`` grows the key/value cache token by token; ``static`` preallocates it for the
+    whole answer, which lets transformers compile the decoding step on CUDA (same tokens; the
+    first batch of each new shape pays the compilation).
     """
 
     batch_size: int = 16
@@ -68,9 +74,15 @@ class GenerationConfig:
     top_k: int | None = None
     min_new_tokens: int = 0
     sort_by_length: bool = True
+    kv_cache: str = "dynamic"
 
     def __post_init__(self) -> None:
         from vlm_retain.errors import InputError
+
+        if self.kv_cache not in KV_CACHES:
+            raise InputError(
+                f"unknown KV cache {self.kv_cache!r}", hint=f"use {' or '.join(KV_CACHES)}"
+            )
 
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, not {self.batch_size}")
