@@ -306,3 +306,29 @@ def test_combine_logs_parts_and_grads_reach_only_trainable(folder, batch, tmp_pa
     )
     with pytest.raises(InputError, match="two objectives"):
         combine([CrossEntropy(), CrossEntropy()], batch, out)
+
+
+def test_reference_positions_without_kept_logits_support() -> None:
+    """A model whose forward has no ``logits_to_keep``: the reference takes the positions from
+    its full logits (same rows, same order)."""
+    import torch
+
+    from vlm_retain.train.reference import ReferenceModel
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 6)
+
+        def forward(self, input_ids):
+            return type("Out", (), {"logits": self.embed(input_ids)})()
+
+    torch.manual_seed(0)
+    model = Toy()
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    mask = torch.tensor([[False, True, True], [True, False, False]])
+    ref = ReferenceModel(model)
+    assert ref.owns_copy
+    got = ref.logits({"input_ids": ids}, positions=mask)
+    assert torch.equal(got, model(ids).logits[mask].detach())
+    assert torch.equal(ref.logits({"input_ids": ids}), model(ids).logits.detach())

@@ -57,19 +57,20 @@ class ReferenceModel:
         """Base logits: ``(B, T, V)``, or ``(N, V)`` at the True cells of ``positions`` (B, T).
 
         With ``positions`` the model is asked for those logits only (transformers'
-        ``logits_to_keep`` with a boolean mask), so a 150k vocabulary costs ``N x V`` rather
-        than ``B x T x V``; models without that argument fall back to full logits + a mask.
+        ``logits_to_keep`` with a boolean mask, see :mod:`~vlm_retain.train.positions`), so a
+        150k vocabulary costs ``N x V`` rather than ``B x T x V``; models without that argument
+        compute full logits and the positions are taken from them.
         """
         import torch
+
+        from vlm_retain.train.positions import supports_kept_logits
 
         with torch.no_grad(), self._base_mode():
             if positions is None:
                 return self.model(**inputs).logits
-            try:
-                out = self.model(**inputs, logits_to_keep=positions).logits
-            except TypeError:
-                out = self.model(**inputs).logits
-            return out[positions] if out.dim() == 3 else out
+            if supports_kept_logits(self.model):
+                return self.model(**inputs, logits_to_keep=positions).logits
+            return self.model(**inputs).logits[positions]
 
     @contextmanager
     def _base_mode(self) -> Iterator[None]:
