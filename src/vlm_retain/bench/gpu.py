@@ -32,6 +32,8 @@ these durations; ``time.perf_counter`` around ``synchronize``):
   step with non-reentrant gradient checkpointing;
 * ``train/ours-bN``, ``train/ours-kl-bN``: our current step (see ``OURS_METHOD``) as in a
   run's first epoch, every image new;
+* ``train/ours-klr-bN``: ours with the KL on one row in four only (the replay rows at
+  ``replay_share`` 0.25, ``kl_to_base.scope: replay``): the reference runs those rows alone;
 * ``train/ours-vc-bN``, ``train/ours-kl-vc-bN``: the same step from the second epoch on, when
   the trainer's vision-feature cache (``train.vision_cache``, on by default with a frozen tower)
   holds every line image: the batch repeats, so after warm-up the tower is never run (and the
@@ -84,6 +86,7 @@ NEW_TOKENS = 48
 LORA_R, LORA_ALPHA, LORA_DROPOUT = 64, 128.0, 0.0
 LR = 1e-5
 KL_WEIGHT = 0.1  # the teacher term, as in gpu-anchors.md
+REPLAY_EVERY = 4  # ours-klr: KL on one row in four, as replay_share 0.25 gives
 
 SHAPES = ("7b", "3b", "tiny")
 SHAPE_FILES = {"7b": "qwen2.5-vl-7b.json", "3b": "qwen2.5-vl-3b.json"}
@@ -283,6 +286,9 @@ def synthetic_batch(
         "attention_mask": attention.to(device),
         "pixel_values": pixels.to(device=device, dtype=dtype or torch.float32),
         "image_grid_thw": torch.tensor([[1, grid_h, grid_w]] * batch_size).to(device),
+        # as the processor marks them: the model computes the multimodal rotary positions
+        # from these (without them it falls back to plain 1-D positions)
+        "mm_token_type_ids": (input_ids == config.image_token_id).int().to(device),
     }
     if answer:
         batch["labels"] = label_t.to(device)
@@ -676,12 +682,15 @@ class Bench:
         teacher: bool = False,
         checkpointing: bool = False,
         vision_cache: bool = False,
+        replay_every: int | None = None,
     ) -> dict[str, Any]:
         """Time ``steps`` optimizer steps (after ``warmup``) of one training setting.
 
         ``vision_cache`` (ours only) installs the trainer's vision-feature cache; the batch is
         the same every step, so after the first (warm-up) step the tower's output is reused,
-        as from a run's second epoch on.
+        as from a run's second epoch on. ``replay_every`` (ours with the teacher) flags every
+        n-th row as replay and runs the KL on those rows only, as ``vlm-retain train`` does with
+        ``kl_to_base.scope: replay``; the reference forward then covers those rows alone.
         """
         import torch
 
@@ -719,10 +728,15 @@ class Bench:
             if (batch["attention_mask"] == 0).any():
                 raise CaseError("training batches here must be padding-free")
             tokens = int(batch["attention_mask"].sum())
+            if replay_every:
+                if not (answer_logits and teacher):
+                    raise CaseError("KL on replay rows is part of our step with the teacher only")
+                batch["replay"] = torch.arange(batch_size, device=self.device) % replay_every == 0
             if checkpointing:
                 _checkpointing(base, True)
             model.train()
-            objectives = our_objectives(model, teacher) if answer_logits else None
+            scope = "replay" if replay_every else "all"
+            objectives = our_objectives(model, teacher, on=scope) if answer_logits else None
             # a cached case always fills the cache in an untimed step first
             warmup = max(self.opts.warmup, 1) if vision_cache else self.opts.warmup
             for i in range(warmup + self.opts.steps):
@@ -760,7 +774,8 @@ class Bench:
         if not all(math.isfinite(x) for x in losses):
             raise CaseError(f"non-finite loss: {losses}")
         n_total = self.result["shapes"][shape]["params"]["total"]
-        flops_token = (4 + 2 * teacher) * n_total + 2 * base_trainable
+        teacher_share = (1 / replay_every if replay_every else 1.0) if teacher else 0.0
+        flops_token = (4 + 2 * teacher_share) * n_total + 2 * base_trainable
         tokens_s = tokens / step_s
         tflops = self.result["matmul"]["tflops"]
         row = {
@@ -781,6 +796,11 @@ class Bench:
             row["vision_cache"] = {"hits": cache.hits, "misses": cache.misses}
             if cache.hits == 0:
                 raise CaseError("the vision-feature cache was never hit")
+        if replay_every:
+            row["what"] += f", KL on replay rows only (1 in {replay_every})"
+            row["replay_rows"] = int(batch["replay"].sum())
+            # rows the reference forward left out, over all steps (none would mean no saving)
+            row["reference_rows_skipped"] = objectives[-1].reference.rows_skipped
         return row
 
 
@@ -835,7 +855,7 @@ def training_loss(
     return loss
 
 
-def our_objectives(model: Any, teacher: bool) -> list[Any]:
+def our_objectives(model: Any, teacher: bool, on: str = "all") -> list[Any]:
     """The trainer's objectives for one case: cross-entropy, and with ``teacher`` the KL to the
     base through the adapter-disabled model (no second copy)."""
     from vlm_retain.train.kl import KLToBase
@@ -844,7 +864,7 @@ def our_objectives(model: Any, teacher: bool) -> list[Any]:
 
     objectives: list[Any] = [CrossEntropy()]
     if teacher:
-        objectives.append(KLToBase(ReferenceModel(model), weight=KL_WEIGHT, on="all"))
+        objectives.append(KLToBase(ReferenceModel(model), weight=KL_WEIGHT, on=on))
     return objectives
 
 
@@ -934,6 +954,9 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "mfu": best["mfu"] if best else None,
             "peak_gib": best["peak_gib"] if best else None,
             "kl_overhead": overhead(*kl_pair),
+            "kl_replay_overhead": overhead(
+                f"train/ours-klr-b{first_ours}", f"train/ours-b{first_ours}"
+            ),
             "ours_warm_tokens_per_s": warm["tokens_per_s"] if warm else None,
             "ours_warm_batch_size": warm["batch_size"] if warm else None,
             "warm_speedup": ratio(warm["tokens_per_s"] if warm else None, base_tok),
@@ -1142,6 +1165,18 @@ def run_cases(bench: Bench) -> None:
                 "train",
                 lambda size=size: train(
                     shape, tuning="lora", batch_size=size, answer_logits=True, teacher=True
+                ),
+            )
+            bench.case(
+                f"train/ours-klr-b{size}",
+                "train",
+                lambda size=size: train(
+                    shape,
+                    tuning="lora",
+                    batch_size=size,
+                    answer_logits=True,
+                    teacher=True,
+                    replay_every=REPLAY_EVERY,
                 ),
             )
     for i, size in enumerate(o.ours_batch_sizes):

@@ -31,6 +31,7 @@ class ReferenceModel:
     """
 
     def __init__(self, model: Any, *, share_weights: bool | None = None) -> None:
+        self.rows_skipped = 0  # batch rows left out of reference forwards (nothing selected)
         peft = hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
         self.share_weights = peft if share_weights is None else share_weights
         if self.share_weights and not peft:
@@ -59,15 +60,25 @@ class ReferenceModel:
         With ``positions`` the model is asked for those logits only (transformers'
         ``logits_to_keep`` with a boolean mask, see :mod:`~vlm_retain.train.positions`), so a
         150k vocabulary costs ``N x V`` rather than ``B x T x V``; models without that argument
-        compute full logits and the positions are taken from them.
+        compute full logits and the positions are taken from them. Rows without a selected
+        position are left out of the forward where the batch layout allows it
+        (:func:`~vlm_retain.train.batch_rows.select_rows`): KL on replay rows then costs only
+        their share of a batch.
         """
         import torch
 
+        from vlm_retain.train.batch_rows import select_rows
         from vlm_retain.train.positions import supports_kept_logits
 
         with torch.no_grad(), self._base_mode():
             if positions is None:
                 return self.model(**inputs).logits
+            rows = positions.any(dim=1)
+            if not bool(rows.all()):
+                subset = select_rows(inputs, rows)
+                if subset is not None:
+                    inputs, positions = subset, positions[rows.to(positions.device)]
+                    self.rows_skipped += int((~rows).sum())
             if supports_kept_logits(self.model):
                 return self.model(**inputs, logits_to_keep=positions).logits
             return self.model(**inputs).logits[positions]
