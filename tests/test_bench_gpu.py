@@ -211,6 +211,7 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
         "train/lora-gc",
         "train/llm-attn",
         "train/full",
+        "train/ours-compiled-b2",
         "eval/ours-static-b2",
     ]
     assert all(c["status"] == "ok" for c in data["cases"]), data["cases"]

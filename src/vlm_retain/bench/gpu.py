@@ -34,6 +34,8 @@ these durations; ``time.perf_counter`` around ``synchronize``):
   run's first epoch, every image new;
 * ``train/ours-klr-bN``: ours with the KL on one row in four only (the replay rows at
   ``replay_share`` 0.25, ``kl_to_base.scope: replay``): the reference runs those rows alone;
+* ``train/ours-compiled-bN`` (run late): ours with each decoder layer compiled
+  (``train.compile: on``); two untimed warm-up steps compile the forward and the backward;
 * ``train/ours-vc-bN``, ``train/ours-kl-vc-bN``: the same step from the second epoch on, when
   the trainer's vision-feature cache (``train.vision_cache``, on by default with a frozen tower)
   holds every line image: the batch repeats, so after warm-up the tower is never run (and the
@@ -683,6 +685,7 @@ class Bench:
         checkpointing: bool = False,
         vision_cache: bool = False,
         replay_every: int | None = None,
+        compiled: bool = False,
     ) -> dict[str, Any]:
         """Time ``steps`` optimizer steps (after ``warmup``) of one training setting.
 
@@ -691,6 +694,8 @@ class Bench:
         as from a run's second epoch on. ``replay_every`` (ours with the teacher) flags every
         n-th row as replay and runs the KL on those rows only, as ``vlm-retain train`` does with
         ``kl_to_base.scope: replay``; the reference forward then covers those rows alone.
+        ``compiled`` (ours) compiles each decoder layer (``train.compile``); the warm-up steps
+        (at least two) pay the compilation.
         """
         import torch
 
@@ -711,6 +716,12 @@ class Bench:
         cache = None
         losses: list[Any] = []
         try:
+            if compiled:
+                if not answer_logits:
+                    raise CaseError("compilation is part of our step only")
+                from vlm_retain.train.compile import compile_layers
+
+                compile_layers(model, get_family("qwen2_5_vl"))
             if vision_cache:
                 if not answer_logits:
                     raise CaseError("the vision-feature cache is part of our step only")
@@ -737,8 +748,11 @@ class Bench:
             model.train()
             scope = "replay" if replay_every else "all"
             objectives = our_objectives(model, teacher, on=scope) if answer_logits else None
-            # a cached case always fills the cache in an untimed step first
-            warmup = max(self.opts.warmup, 1) if vision_cache else self.opts.warmup
+            # a cached case fills the cache in an untimed step first; a compiled one compiles
+            # the forward and the backward there
+            warmup = self.opts.warmup
+            if vision_cache or compiled:
+                warmup = max(warmup, 2 if compiled else 1)
             for i in range(warmup + self.opts.steps):
                 if i == warmup:
                     synchronize(self.device)
@@ -758,6 +772,10 @@ class Bench:
             step_s = (time.perf_counter() - t0) / self.opts.steps
             peak = peak_gib(self.device)
         finally:
+            if compiled:
+                from vlm_retain.train.compile import uncompile_layers
+
+                uncompile_layers(model, get_family("qwen2_5_vl"))
             if cache is not None:
                 cache.remove()
             if checkpointing:
@@ -796,6 +814,8 @@ class Bench:
             row["vision_cache"] = {"hits": cache.hits, "misses": cache.misses}
             if cache.hits == 0:
                 raise CaseError("the vision-feature cache was never hit")
+        if compiled:
+            row["what"] += ", decoder layers compiled (torch.compile)"
         if replay_every:
             row["what"] += f", KL on replay rows only (1 in {replay_every})"
             row["replay_rows"] = int(batch["replay"].sum())
@@ -962,6 +982,10 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "warm_speedup": ratio(warm["tokens_per_s"] if warm else None, base_tok),
             "warm_mfu": warm["mfu"] if warm else None,
             "warm_peak_gib": warm["peak_gib"] if warm else None,
+            "compiled_tokens_per_s": get(f"train/ours-compiled-b{first_ours}", "tokens_per_s"),
+            "compiled_speedup": ratio(
+                get(f"train/ours-compiled-b{first_ours}", "tokens_per_s"), base_tok
+            ),
             "warm_kl_overhead": overhead(
                 f"train/ours-kl-vc-b{first_ours}", f"train/ours-vc-b{first_ours}"
             ),
@@ -1201,7 +1225,13 @@ def run_cases(bench: Bench) -> None:
     bench.case("train/llm-attn", "train", lambda: train(shape, tuning="llm-attn", batch_size=bs))
     if o.full_shape != "none":
         bench.case("train/full", "train", lambda: train(o.full_shape, tuning="full", batch_size=bs))
-    # last: compiling the decoding step takes a while, and a time budget should cut these first
+    # last: compilation takes a while, and a time budget should cut these first
+    first = o.ours_batch_sizes[0]
+    bench.case(
+        f"train/ours-compiled-b{first}",
+        "train",
+        lambda: train(shape, tuning="lora", batch_size=first, answer_logits=True, compiled=True),
+    )
     for size in o.static_batch_sizes:
         bench.case(
             f"eval/ours-static-b{size}",

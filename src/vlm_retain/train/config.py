@@ -514,6 +514,12 @@ class TrainConfig(_Section):
         "(Qwen families; each line attends only to itself): the same losses up to float "
         "rounding; off until a GPU run shows it pays",
     )
+    compile: Literal["on", "off"] = Field(
+        "off",
+        description="torch.compile each decoder layer of the language model (regional): the "
+        "same losses up to rounding; the first steps pay the compilation; off until a GPU run "
+        "shows it pays",
+    )
     packing_row_tokens: int = Field(
         4096, ge=1, description="tokens per packed row (a longer line gets a row of its own)"
     )
@@ -532,7 +538,12 @@ class TrainConfig(_Section):
     output_dir: str = Field(description="run folder (config.yaml, checkpoints, adapter/model)")
 
     @field_validator(
-        "gradient_checkpointing", "vision_cache", "answer_only_logits", "packing", mode="before"
+        "gradient_checkpointing",
+        "vision_cache",
+        "answer_only_logits",
+        "packing",
+        "compile",
+        mode="before",
     )
     @classmethod
     def _yaml_bool(cls, value: Any) -> Any:

@@ -491,6 +491,10 @@ def train(
     if vision_cache is not None:
         say("vision cache: on (frozen vision tower; each image is encoded once)")
     answer_only = _answer_only(tc.answer_only_logits, model)
+    if tc.compile == "on":
+        from vlm_retain.train.compile import compile_layers
+
+        say(f"compile: {compile_layers(model, loaded.family)} decoder layers (first steps slower)")
     prepare = _batch_preparer(config, model, loaded)
     if prepare is not batch_to:
         say(f"packing: on (rows of up to {tc.packing_row_tokens} tokens, no padding)")
