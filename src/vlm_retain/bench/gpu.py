@@ -97,8 +97,8 @@ OURS_METHOD = (
     "PEFT LoRA r=64 alpha=128 on all LLM linears (as the baseline), no gradient checkpointing, "
     "the trainer's objectives and forward: logits only at answer positions (answer-only "
     "logits), KL through the adapter-disabled reference in 512-position chunks, micro-batch "
-    "{batch}; the vision-feature cache is in the ours-vc cases (train.ours_warm_*); not yet: "
-    "fused linear+CE, torch.compile"
+    "{batch}; timed apart: the vision-feature cache (ours-vc, train.ours_warm_*), KL on replay "
+    "rows only (ours-klr), compiled decoder layers (ours-compiled); not built: fused linear+CE"
 )
 
 Log = Callable[[str], None]
