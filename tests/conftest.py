@@ -46,3 +46,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2.5-VL model folder (xs), built once for the modules that share it."""
+    from vlm_retain.models.tiny import build_tiny
+
+    return build_tiny("qwen2_5_vl", tmp_path_factory.mktemp("qwen") / "m", size="xs")

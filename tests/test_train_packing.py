@@ -10,24 +10,14 @@ import pytest
 from tests.conftest import read_jsonl
 from tests.test_train_positions import _batch
 from tests.test_train_trainer import base_config, make_data
+from tests.test_train_vision_cache import _tuned as tuned_model
 from vlm_retain.errors import InputError
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from vlm_retain.models.tiny import build_tiny
-
-    return build_tiny("qwen2_5_vl", tmp_path_factory.mktemp("pack") / "m", size="xs")
-
-
-def _tuned(folder, spec: str):
-    from vlm_retain.models.loading import load_model
-    from vlm_retain.train.presets import LoraOptions, TuningSpec, apply_tuning
-
-    lm = load_model(folder)
-    tuned = apply_tuning(lm.model, lm.family, TuningSpec.parse(spec, lora=LoraOptions(r=4)))
-    tuned.model.eval()  # no dropout: both passes must compute the same function
-    return lm, tuned.model
+def _tuned(qwen_folder, spec: str):
+    lm, model = tuned_model(qwen_folder, spec)
+    model.eval()  # no dropout: both passes must compute the same function
+    return lm, model
 
 
 def _move_off_the_base(model) -> None:
@@ -53,12 +43,12 @@ def _parts_and_grads(model, objectives, batch, *, kept: bool):
     return parts, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_layout(folder):
+def test_layout(qwen_folder):
     import torch
 
     from vlm_retain.train.packing import count_tokens, pack_batch, rope_index_fn
 
-    lm, model = _tuned(folder, "lora")
+    lm, model = _tuned(qwen_folder, "lora")
     batch = _batch(lm)
     lengths = batch["attention_mask"].sum(1).tolist()
     rope, _ = rope_index_fn(model)(
@@ -95,12 +85,12 @@ def test_layout(folder):
     assert torch.equal(two["position_ids"][0, 1, lengths[2] :], torch.arange(tail))
 
 
-def test_left_padding_is_refused(folder):
+def test_left_padding_is_refused(qwen_folder):
     from tests.test_models_tiny import line_image
     from vlm_retain.models.encoding import encode
     from vlm_retain.train.packing import pack_batch, rope_index_fn
 
-    lm, model = _tuned(folder, "lora")
+    lm, model = _tuned(qwen_folder, "lora")
     batch = encode(
         lm, [line_image(), line_image(56, 28)], ["a", "b"], ["x y z", "x"], padding_side="left"
     )
@@ -110,7 +100,7 @@ def test_left_padding_is_refused(folder):
 
 @pytest.mark.parametrize("spec", ["full", "lora"])
 @pytest.mark.parametrize("kept", [False, True])
-def test_packed_losses_and_gradients_match_the_padded_batch(folder, spec, kept):
+def test_packed_losses_and_gradients_match_the_padded_batch(qwen_folder, spec, kept):
     import torch
 
     from vlm_retain.train.kl import KLToBase
@@ -118,7 +108,7 @@ def test_packed_losses_and_gradients_match_the_padded_batch(folder, spec, kept):
     from vlm_retain.train.packing import pack_batch, rope_index_fn
     from vlm_retain.train.reference import ReferenceModel
 
-    lm, model = _tuned(folder, spec)
+    lm, model = _tuned(qwen_folder, spec)
     batch = _batch(lm)
     objectives = [
         CrossEntropy(source_names=["a", "b"]),
@@ -145,14 +135,14 @@ def test_packed_losses_and_gradients_match_the_padded_batch(folder, spec, kept):
         assert torch.equal(grads[name], grad), name
 
 
-def test_lines_do_not_see_each_other(folder):
+def test_lines_do_not_see_each_other(qwen_folder):
     """Changing one line changes no other line's logits (the block-diagonal mask is real)."""
     import torch
 
     from vlm_retain.train.objectives import model_inputs
     from vlm_retain.train.packing import pack_batch, rope_index_fn
 
-    lm, model = _tuned(folder, "lora")
+    lm, model = _tuned(qwen_folder, "lora")
     _move_off_the_base(model)
     batch = _batch(lm)
     changed = {k: v.clone() for k, v in batch.items()}
@@ -168,11 +158,11 @@ def test_lines_do_not_see_each_other(folder):
     torch.testing.assert_close(logits[0][first:], logits[1][first:], rtol=0, atol=0)
 
 
-def test_setting(folder, tmp_path: Path):
+def test_setting(qwen_folder, tmp_path: Path):
     from vlm_retain.train.config import config_from_dict
     from vlm_retain.train.packing import wants_packing
 
-    lm, model = _tuned(folder, "lora")
+    lm, model = _tuned(qwen_folder, "lora")
     assert wants_packing("on", model, lm.family) and not wants_packing("off", model, lm.family)
     idefics = type("Family", (), {"name": "idefics3", "title": "Idefics3"})()
     with pytest.raises(InputError, match="packing"):

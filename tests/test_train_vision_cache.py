@@ -16,18 +16,11 @@ PROMPTS = ["Transcribe the text.", "What is it?"]
 ANSWERS = ["a line of text", "a line"]
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from vlm_retain.models.tiny import build_tiny
-
-    return build_tiny("qwen2_5_vl", tmp_path_factory.mktemp("vc") / "m", size="xs")
-
-
-def _tuned(folder, spec: str):
+def _tuned(qwen_folder, spec: str):
     from vlm_retain.models.loading import load_model
     from vlm_retain.train.presets import LoraOptions, TuningSpec, apply_tuning
 
-    lm = load_model(folder)
+    lm = load_model(qwen_folder)
     tuned = apply_tuning(lm.model, lm.family, TuningSpec.parse(spec, lora=LoraOptions(r=4)))
     return lm, tuned.model
 
@@ -63,10 +56,10 @@ def _same(a, b) -> None:
 
 
 @pytest.mark.parametrize("spec", ["lora", "llm-attn"])
-def test_cached_loss_and_grads_equal_the_plain_path(folder, spec):
+def test_cached_loss_and_grads_equal_the_plain_path(qwen_folder, spec):
     from vlm_retain.train.vision_cache import VisionCache, wants_cache
 
-    lm, model = _tuned(folder, spec)
+    lm, model = _tuned(qwen_folder, spec)
     assert wants_cache("auto", model, lm.family)
     batch = _batch(lm, [line_image(), line_image(112, 28)])
     plain = _loss_and_grads(model, batch)
@@ -81,13 +74,13 @@ def test_cached_loss_and_grads_equal_the_plain_path(folder, spec):
     _same(plain, _loss_and_grads(model, batch))
 
 
-def test_a_batch_of_cached_and_new_images_equals_the_plain_path(folder):
+def test_a_batch_of_cached_and_new_images_equals_the_plain_path(qwen_folder):
     import torch
 
     from vlm_retain.train.objectives import model_inputs
     from vlm_retain.train.vision_cache import VisionCache
 
-    lm, model = _tuned(folder, "lora")
+    lm, model = _tuned(qwen_folder, "lora")
     model.eval()
     a, b, c = line_image(), line_image(112, 28), line_image(168, 56)
     mixed = _batch(lm, [b, a, c, a])
@@ -103,13 +96,13 @@ def test_a_batch_of_cached_and_new_images_equals_the_plain_path(folder):
     _same(_loss_and_grads(model, mixed), (_loss_and_grads(model, mixed)))
 
 
-def test_lru_limit_bounds_memory(folder):
+def test_lru_limit_bounds_memory(qwen_folder):
     import torch
 
     from vlm_retain.train.objectives import model_inputs
     from vlm_retain.train.vision_cache import VisionCache
 
-    lm, model = _tuned(folder, "lora")
+    lm, model = _tuned(qwen_folder, "lora")
     cache = VisionCache(limit_mib=0).install(model)
     with torch.no_grad():
         model(**model_inputs(_batch(lm, [line_image()])))
@@ -125,11 +118,11 @@ def test_lru_limit_bounds_memory(folder):
 
 
 @pytest.mark.parametrize("spec", ["full", "llm-all+vision", "llm-all+projector", "lora+vision"])
-def test_auto_is_off_when_vision_trains_and_the_plain_path_is_used(folder, spec):
+def test_auto_is_off_when_vision_trains_and_the_plain_path_is_used(qwen_folder, spec):
     from vlm_retain.errors import InputError
     from vlm_retain.train.vision_cache import VisionCache, wants_cache
 
-    lm, model = _tuned(folder, spec)
+    lm, model = _tuned(qwen_folder, spec)
     assert not wants_cache("auto", model, lm.family)
     assert not wants_cache("off", model, lm.family)
     with pytest.raises(InputError, match="frozen vision"):
@@ -141,10 +134,10 @@ def test_auto_is_off_when_vision_trains_and_the_plain_path_is_used(folder, spec)
     assert (cache.misses, cache.hits) == (0, 0)
 
 
-def test_off_for_a_frozen_tower_is_the_plain_path(folder):
+def test_off_for_a_frozen_tower_is_the_plain_path(qwen_folder):
     from vlm_retain.train.vision_cache import wants_cache
 
-    lm, model = _tuned(folder, "lora")
+    lm, model = _tuned(qwen_folder, "lora")
     assert not wants_cache("off", model, lm.family)
     assert wants_cache("on", model, lm.family)
 
