@@ -224,7 +224,7 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
     # KL on one row in four (here 1 of 2 rows: batch 2): a teacher pass on that share only
     assert rows["train/ours-klr-b2"]["replay_rows"] == 1
     assert rows["train/ours-klr-b2"]["reference_rows_skipped"] > 0
-    assert rows["train/ours-klr-b2"]["flops_per_token"] == 4 * n + 2 * n / 4
+    assert rows["train/ours-klr-b2"]["flops_per_token"] == 4 * n + 2 * n / 2
     assert math.isfinite(data["train"]["kl_replay_overhead"])
     # from the second step on the cached case never runs the tower: one miss per distinct line
     assert rows["train/ours-vc-b2"]["vision_cache"] == {"hits": 2, "misses": 2}

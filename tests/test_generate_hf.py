@@ -198,7 +198,7 @@ def test_config_is_checked():
         GenerationConfig(batch_size=0)
     with pytest.raises(InputError, match="min new tokens"):
         GenerationConfig(max_new_tokens=4, min_new_tokens=5)
-    with pytest.raises(InputError, match="KV cache"):
+    with pytest.raises(InputError, match="kv_cache"):
         GenerationConfig(kv_cache="paged")
 
 

@@ -53,6 +53,14 @@ def test_kept_rows_have_the_same_logits(models):
     # the mixed batch: row 0 had the first image, so only the second one is kept
     assert torch.equal(subset["image_grid_thw"], grid[1:])
     assert subset["pixel_values"].shape[0] == int(grid[1].prod())
+    # only the text row: no image inputs at all (an empty pixel tensor would crash the tower)
+    text_row = torch.tensor([False, True, False])
+    subset = select_rows(inputs, text_row)
+    assert subset["pixel_values"] is None and subset["image_grid_thw"] is None
+    with torch.no_grad():
+        part = lm.model(**subset).logits
+    real = subset["attention_mask"].bool()  # pad positions differ: nothing reads them
+    torch.testing.assert_close(part[real], full[text_row][real], rtol=1e-4, atol=1e-5)
 
 
 def test_layouts_left_whole(models):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_jsonl
+from tests.conftest import read_json, read_jsonl
 from tests.test_train_positions import _batch
 from tests.test_train_trainer import base_config, make_data
 from tests.test_train_vision_cache import _tuned as tuned_model
@@ -83,6 +83,40 @@ def test_layout(qwen_folder):
     assert two["labels"][1, lengths[2] :].eq(-100).all()
     tail = two["input_ids"].shape[1] - lengths[2]
     assert torch.equal(two["position_ids"][0, 1, lengths[2] :], torch.arange(tail))
+
+
+def test_one_row_and_refusals(qwen_folder):
+    import torch
+
+    from vlm_retain.train.packing import pack_batch, rope_index_fn
+
+    lm, model = _tuned(qwen_folder, "lora")
+    batch = _batch(lm)
+    one = pack_batch(batch, rope_index_fn(model), row_tokens=None)
+    assert one["input_ids"].shape == (1, int(batch["attention_mask"].sum()))
+    video = dict(batch, mm_token_type_ids=torch.where(batch["mm_token_type_ids"] == 1, 2, 0))
+    with pytest.raises(InputError, match="videos"):
+        pack_batch(video, rope_index_fn(model))
+
+
+def test_flash_attention_packs_each_micro_batch_into_one_row(qwen_folder, tmp_path):
+    """transformers finds packed lines for flash attention only in a one-row batch."""
+    import dataclasses
+
+    from vlm_retain.train.config import config_from_dict
+    from vlm_retain.train.trainer import _batch_preparer
+
+    lm, model = _tuned(qwen_folder, "lora")
+    raw = base_config({"model": tmp_path, "htr": tmp_path, "world": tmp_path}, tmp_path / "o")
+    raw["train"].update({"packing": "on", "packing_row_tokens": 1})
+    config = config_from_dict(raw)
+    batch = _batch(lm)
+    sdpa = _batch_preparer(config, model, lm)
+    assert sdpa(batch, lm)["input_ids"].shape[0] == 3  # one line per row at 1 token a row
+    flash = dataclasses.replace(lm, attn_implementation="flash_attention_2")
+    prepare = _batch_preparer(config, model, flash)
+    assert prepare(batch, flash)["input_ids"].shape[0] == 1
+    assert prepare.stats["samples"] == 3 and prepare.stats["rows"] == 1
 
 
 def test_left_padding_is_refused(qwen_folder):
@@ -191,6 +225,12 @@ def test_a_run_with_packing_logs_the_same_losses(data, tmp_path):
         raw["train"].update({"max_steps": 4, "packing": setting, "save_every_steps": 100})
         train(config_from_dict(raw), hooks=QUIET)
         logs[setting] = read_jsonl(out / "train_log.jsonl")
+        packing = read_json(out / "train_summary.json")["packing"]
+        if setting == "off":
+            assert packing is None
+        else:  # it really packed: fewer rows than lines, fewer cells than padded
+            assert packing["rows"] < packing["samples"]
+            assert packing["packed_cells"] < packing["padded_cells"]
     assert len(logs["off"]) == len(logs["on"]) == 4
     assert any(r.get("kl", 0) > 0 for r in logs["off"])  # a replay batch came through
     for off, on in zip(logs["off"], logs["on"], strict=True):

@@ -131,6 +131,15 @@ def test_resume_refusal_lists_every_key_allowed_to_change(tmp_path: Path) -> Non
         check_compatible(state, _cfg(tmp_path, lr=5e-4), tmp_path, 1)
     for key in RESUME_FREE_KEYS:
         assert key in str(info.value), key
+    # a checkpoint from a version that had no packing key and hashed the speed settings
+    older = resolve(old)
+    del older["train"]["packing"]
+    state = {"resume_hash": "sha256:older", "config": older, "num_processes": 1}
+    check_compatible(state, _cfg(tmp_path), tmp_path, 1)
+    with pytest.raises(InputError, match=r"differs in train\.lr"):
+        check_compatible(state, _cfg(tmp_path, lr=5e-4), tmp_path, 1)
+    with pytest.raises(InputError, match=r"not recorded"):
+        check_compatible({"resume_hash": "x", "num_processes": 1}, _cfg(tmp_path), tmp_path, 1)
     docs = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
     paragraph = docs[docs.index("A checkpoint written with another config") :].split("\n\n")[0]
     documented = set(re.findall(r"`([a-z_.]+)`", paragraph.split("may change")[0]))

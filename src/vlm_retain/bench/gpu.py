@@ -792,7 +792,8 @@ class Bench:
         if not all(math.isfinite(x) for x in losses):
             raise CaseError(f"non-finite loss: {losses}")
         n_total = self.result["shapes"][shape]["params"]["total"]
-        teacher_share = (1 / replay_every if replay_every else 1.0) if teacher else 0.0
+        replay_rows = int(batch["replay"].sum()) if replay_every else batch_size
+        teacher_share = replay_rows / batch_size if teacher else 0.0
         flops_token = (4 + 2 * teacher_share) * n_total + 2 * base_trainable
         tokens_s = tokens / step_s
         tflops = self.result["matmul"]["tflops"]

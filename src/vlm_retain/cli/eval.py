@@ -94,6 +94,8 @@ def _run(
         raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if kv_cache not in KV_CACHES:
         raise InputError(f"--kv-cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
+    if kv_cache != "dynamic" and backend != "hf":
+        raise InputError(f"--kv-cache {kv_cache} is for --backend hf (vLLM manages its cache)")
     settings = EvalSettings(
         model=model,
         adapter=adapter,

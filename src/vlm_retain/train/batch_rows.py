@@ -75,6 +75,8 @@ def _qwen_images(inputs: Mapping[str, Any], rows: Any) -> dict[str, Any] | None:
     patches = grid.prod(dim=-1)
     if int(patches.sum()) != pixels.shape[0]:
         return None
+    if not bool(keep_image.any()):
+        return {"pixel_values": None, "image_grid_thw": None}  # the kept rows are text only
     keep_patch = torch.repeat_interleave(keep_image.to(patches.device), patches)
     return {
         "pixel_values": pixels[keep_patch.to(pixels.device)],

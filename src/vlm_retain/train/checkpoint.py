@@ -52,7 +52,8 @@ OPTIMIZER = "optimizer.safetensors"
 FORMAT = "vlm-retain/checkpoint/1"
 
 #: Keys that may differ between a checkpoint and the config resuming it: how long to run, how
-#: often to save, where to report, where the run lives. Everything else changes the weights.
+#: often to save, where to report, where the run lives, and how the same step is computed (the
+#: speed settings, whose tests show the same losses). Everything else changes the weights.
 RESUME_FREE_KEYS = (
     "name",
     "train.max_steps",
@@ -61,6 +62,12 @@ RESUME_FREE_KEYS = (
     "train.keep_checkpoints",
     "train.report_to",
     "train.output_dir",
+    "train.gradient_checkpointing",
+    "train.vision_cache",
+    "train.answer_only_logits",
+    "train.packing",
+    "train.packing_row_tokens",
+    "train.compile",
 )
 
 
@@ -286,12 +293,19 @@ def read_state(folder: Path) -> dict[str, Any]:
 def check_compatible(
     state: dict[str, Any], config: RunConfig, folder: Path, processes: int
 ) -> None:
-    """Refuse a checkpoint written with a config that changes the weights (names the keys)."""
+    """Refuse a checkpoint written with a config that changes the weights (names the keys).
+
+    A hash that differs only through :data:`RESUME_FREE_KEYS` (a checkpoint from a version that
+    hashed a key now free, or had no such key yet) is accepted: its recorded config is compared
+    key by key.
+    """
+    recorded = state.get("config")
+    keys: list[str] = []
     if state.get("resume_hash") != resume_hash(config):
-        keys = config_differences(state.get("config", {}), resolve(config))
+        keys = config_differences(recorded, resolve(config)) if recorded else ["(not recorded)"]
+    if keys:
         raise InputError(
-            "checkpoint was written with another config"
-            + (f" (differs in {', '.join(keys[:6])})" if keys else ""),
+            f"checkpoint was written with another config (differs in {', '.join(keys[:6])})",
             path=folder,
             hint="resume with the run's own config.yaml (only "
             + ", ".join(RESUME_FREE_KEYS)

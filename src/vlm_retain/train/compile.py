@@ -22,9 +22,9 @@ from vlm_retain.errors import InputError
 
 def decoder_layers(model: Any, family: Any) -> list[Any]:
     """The language model's decoder layers (``<llm path>.layers``) under PEFT / DDP wrappers."""
-    base = model
-    while hasattr(base, "module") and not hasattr(base, "get_submodule"):
-        base = base.module
+    from accelerate.utils import extract_model_from_parallel
+
+    base = extract_model_from_parallel(model)  # DDP / DeepSpeed wrappers
     if hasattr(base, "get_base_model"):
         base = base.get_base_model()
     path = family.module_paths.get("llm")

@@ -10,7 +10,9 @@ each row to the longest row.
 What keeps it exact: every line must see only itself. Qwen2/2.5/3-VL take ``position_ids`` of
 shape ``(4, R, L)`` whose first row is the text position of each token; transformers finds the
 line boundaries where that position restarts and, with no ``attention_mask``, builds a
-block-diagonal causal mask (SDPA, eager) or variable-length sequences (flash attention). The
+block-diagonal causal mask (SDPA, eager) or variable-length sequences (flash attention; it
+does so only for a batch of one row, so with flash attention the trainer packs each
+micro-batch into a single row). The
 other three rows are each line's own multimodal rotary positions, computed by the model's
 ``get_rope_index`` on the padded batch, so every token gets the position it had unpacked. A
 row's tail padding starts a new text position 0: a sequence of its own that nothing reads.
@@ -35,7 +37,6 @@ from vlm_retain.errors import InputError
 #: Families whose forward reads packed ``(4, R, L)`` position ids as described above.
 PACKABLE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 DEFAULT_ROW_TOKENS = 4096
-_PER_SAMPLE = ("source_ids", "replay", "ids")
 
 
 def rope_index_fn(model: Any) -> Any | None:
@@ -50,15 +51,15 @@ def rope_index_fn(model: Any) -> Any | None:
 
 
 def wants_packing(setting: str, model: Any, family: Any) -> bool:
-    """``train.packing`` resolved: auto = on for a family listed in :data:`PACKABLE_FAMILIES`."""
+    """``train.packing`` resolved: ``on`` needs a family listed in :data:`PACKABLE_FAMILIES`."""
     if setting == "off":
         return False
     supported = family.name in PACKABLE_FAMILIES and rope_index_fn(model) is not None
     if setting == "on" and not supported:
         raise InputError(
-            f"train.packing: on is not supported for {family.title}",
+            f"packing is not supported for {family.title}",
             field="train.packing",
-            hint="use auto or off",
+            hint="set train.packing: off",
         )
     return supported
 
@@ -99,26 +100,30 @@ def pack_batch(
     batch: Mapping[str, Any],
     rope_index: Any,
     *,
-    row_tokens: int = DEFAULT_ROW_TOKENS,
+    row_tokens: int | None = DEFAULT_ROW_TOKENS,
     pad_token_id: int = 0,
 ) -> dict[str, Any]:
     """The right-padded ``batch`` (the collator's) as packed rows; see the module docstring.
 
     ``rope_index`` is the model's ``get_rope_index`` (:func:`rope_index_fn`); a row holds
-    lines while their total stays within ``row_tokens`` (a longer line gets a row of its own).
+    lines while their total stays within ``row_tokens`` (a longer line gets a row of its own;
+    ``None``: one row for the whole batch, which flash attention needs, see the trainer).
     """
     import torch
 
     if is_packed(batch):
         return dict(batch)
+    off = "set train.packing: off"
     if "position_ids" in batch:
-        raise InputError("packing: the batch already has position_ids", hint="set packing: off")
+        raise InputError("the batch already has position_ids", field="train.packing", hint=off)
     mask = batch["attention_mask"].bool()
     lengths = mask.sum(dim=1).tolist()
     if any(not bool(mask[i, :n].all()) for i, n in enumerate(lengths)):
-        raise InputError("packing needs right-padded batches", hint="set packing: off")
+        raise InputError("packing needs right-padded batches", field="train.packing", hint=off)
     input_ids = batch["input_ids"]
     types = batch.get("mm_token_type_ids")
+    if types is not None and bool((types == 2).any()):
+        raise InputError("packing does not handle videos yet", field="train.packing", hint=off)
     if types is None:
         rope = mask.long().cumsum(-1).sub(1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)
     else:
@@ -129,7 +134,7 @@ def pack_batch(
             video_grid_thw=batch.get("video_grid_thw"),
             attention_mask=batch["attention_mask"],
         )
-    rows = _next_fit(lengths, row_tokens)
+    rows = _next_fit(lengths, row_tokens) if row_tokens else [list(range(len(lengths)))]
     width = max(sum(lengths[i] for i in row) for row in rows)
     device = input_ids.device
     out_ids = torch.full((len(rows), width), pad_token_id, dtype=input_ids.dtype, device=device)

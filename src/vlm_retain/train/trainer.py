@@ -730,6 +730,7 @@ def train(
             if vision_cache is not None
             else None
         ),
+        "packing": getattr(prepare, "stats", None),
         "resumed_from": str(resume_from) if resume_from else None,
     }
     if accelerator.is_main_process:
@@ -783,7 +784,8 @@ def _optimizer_step(
 
 def _batch_preparer(config: RunConfig, model: Any, loaded: Any) -> Any:
     """``prepare(batch, loaded)``: the collated batch on the model's device, packed when
-    ``train.packing`` is on (:mod:`~vlm_retain.train.packing`)."""
+    ``train.packing`` is on (:mod:`~vlm_retain.train.packing`; ``prepare.stats`` then counts
+    samples and rows, and the cells computed against those of the padded batches)."""
     from vlm_retain.models.loading import batch_to
     from vlm_retain.train.packing import pack_batch, rope_index_fn, wants_packing
 
@@ -791,13 +793,23 @@ def _batch_preparer(config: RunConfig, model: Any, loaded: Any) -> Any:
         return batch_to
     rope_index = rope_index_fn(model)
     pad = getattr(getattr(loaded, "tokenizer", None), "pad_token_id", None) or 0
-    row_tokens = config.train.packing_row_tokens
+    # transformers finds packed lines for flash attention only in a batch of one row
+    flash = str(getattr(loaded, "attn_implementation", "")).startswith("flash")
+    row_tokens = None if flash else config.train.packing_row_tokens
+    stats = dict.fromkeys(("batches", "samples", "rows", "padded_cells", "packed_cells"), 0)
 
     def prepare(batch: dict[str, Any], loaded: Any) -> dict[str, Any]:
-        return pack_batch(
+        packed = pack_batch(
             batch_to(batch, loaded), rope_index, row_tokens=row_tokens, pad_token_id=pad
         )
+        stats["batches"] += 1
+        stats["samples"] += int(batch["input_ids"].shape[0])
+        stats["rows"] += int(packed["input_ids"].shape[0])
+        stats["padded_cells"] += int(batch["input_ids"].numel())
+        stats["packed_cells"] += int(packed["input_ids"].numel())
+        return packed
 
+    prepare.stats = stats  # type: ignore[attr-defined]
     return prepare
 
 

@@ -81,7 +81,7 @@ class GenerationConfig:
 
         if self.kv_cache not in KV_CACHES:
             raise InputError(
-                f"unknown KV cache {self.kv_cache!r}", hint=f"use {' or '.join(KV_CACHES)}"
+                f"unknown kv_cache {self.kv_cache!r}", hint=f"use {' or '.join(KV_CACHES)}"
             )
 
         if self.batch_size < 1:
