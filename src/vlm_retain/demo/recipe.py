@@ -12,7 +12,7 @@ Why this world and these lines (research/demo-feasibility.md and our own probes)
   (``--lexicon``): one to three in print for pretraining, one or two in manuscript hands for
   fine-tuning. Reading an open vocabulary letter by letter stayed at the letter-frequency prior
   after 1,000 steps; over a closed list, and with a reading-first curriculum, the base reads
-  print (CER 0.24) and not the hands (0.96). So the demo shows a real shift of hand, not a model
+  print (CER 0.11) and not the hands (0.82). So the demo shows a real shift of hand, not a model
   learning to read at all.
 - **The same words, other lines.** Print and manuscripts draw their lines with different seeds
   from the same word list, so fine-tuning teaches the hands, not new words.
@@ -87,7 +87,7 @@ BASE_SCALES = {
         print_per_lang=8000,
         steps=6000,
         print_weight=0.5,
-        read_steps=7000,
+        read_steps=10000,
         print_words=(1, 3),
     ),
     "test": BaseScale(
