@@ -246,7 +246,19 @@ def test_missing_cuda_is_recorded_not_fatal(run_cli, tmp_path):
     data = json.loads(out.read_text(encoding="utf-8"))
     assert [c["name"] for c in data["cases"]] == ["eval/baseline", "train/lora"]
     assert all("CUDA is not available" in c["error"] for c in data["cases"])
+    assert all(c["where"] and ":" in c["where"][-1] for c in data["cases"])  # where it broke
     assert data["eval"]["baseline_lines_per_s"] is None
+
+
+def test_ours_is_refused_where_the_forward_cannot_keep_chosen_logits():
+    """An older transformers (the device image's 5.17) fails deep in the head's indexing;
+    the case must say which version is needed instead."""
+    with pytest.raises(gpu.CaseError, match=r"transformers>=5\.24"):
+        gpu._require_kept_logits(torch.nn.Linear(2, 2))
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration._from_config(gpu.load_config("tiny"))
+    gpu._require_kept_logits(model)  # this environment's transformers keeps them
 
 
 def test_script_runs_without_the_package_installed(tmp_path):

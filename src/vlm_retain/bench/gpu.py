@@ -68,6 +68,7 @@ import re
 import resource
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -522,6 +523,8 @@ class Bench:
             except Exception as exc:  # recorded, the run goes on (OOM, no CUDA, ...)
                 first = (str(exc).strip().splitlines() or [""])[0][:300]
                 row.update(status="error", error=f"{type(exc).__name__}: {first}")
+                # Where it broke: a device run is too dear to repeat just to find out.
+                row["where"] = _last_frames(exc)
             row["wall_s"] = round(time.perf_counter() - t0, 3)
             free_memory(self.device)
         self.result["cases"].append(row)
@@ -746,6 +749,8 @@ class Bench:
             if checkpointing:
                 _checkpointing(base, True)
             model.train()
+            if answer_logits:
+                _require_kept_logits(model)
             scope = "replay" if replay_every else "all"
             objectives = our_objectives(model, teacher, on=scope) if answer_logits else None
             # a cached case fills the cache in an untimed step first; a compiled one compiles
@@ -834,6 +839,20 @@ def _checkpointing(model: Any, on: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
+def _require_kept_logits(model: Any) -> None:
+    """Refuse to time "ours" on a transformers whose forward lacks a boolean ``logits_to_keep``
+    (before 5.24 the head indexes the mask as a slice and fails deep in the forward)."""
+    import transformers
+
+    from vlm_retain.train.positions import supports_kept_logits
+
+    if not supports_kept_logits(model):
+        raise CaseError(
+            f"transformers {transformers.__version__} has no boolean logits_to_keep; "
+            "install transformers>=5.24 (the version pyproject.toml requires)"
+        )
+
+
 def training_loss(
     model: Any,
     batch: dict[str, Any],
@@ -902,6 +921,12 @@ def describe(tuning: str, batch: int, answer: bool, teacher: bool, ckpt: bool) -
     if ckpt:
         parts.append("gradient checkpointing")
     return ", ".join(parts)
+
+
+def _last_frames(exc: BaseException, count: int = 4) -> list[str]:
+    """The innermost ``count`` frames of ``exc`` as ``file:line in function`` strings."""
+    frames = traceback.extract_tb(exc.__traceback__)[-count:]
+    return [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
 
 
 def progress_line(row: dict[str, Any], elapsed: float) -> str:
