@@ -201,6 +201,7 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
         "eval/baseline",
         "eval/ours-b2",
         "probe/vision-forward",
+        "probe/vision-forward-segments",
         "train/lora",
         "train/lora-kl",
         "train/ours-b2",
@@ -233,6 +234,33 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
     assert math.isfinite(data["train"]["warm_kl_overhead"])
     # the adapters are removed after each LoRA case: same trainable count every time
     assert rows["train/lora"]["trainable_params"] == rows["train/ours-b2"]["trainable_params"]
+    # ours runs the tower's attention by window size, the plain step transformers' loop
+    assert rows["train/ours-b2"]["vision_attention"] == "segments"
+    assert rows["train/lora"]["vision_attention"] == "sdpa"
+    assert "per window size" in rows["probe/vision-forward-segments"]["what"]
+    assert math.isfinite(data["train"]["vision_segments_speedup"])
+    assert data["train"]["best_case"].startswith("train/ours")
+
+
+@pytest.mark.slow
+def test_everything_on_at_the_large_batch(run_cli, tmp_path):
+    """The combined cases (compiled, vision cache, KL on replay rows) run and are summarised."""
+    out = tmp_path / "bench.json"
+    cases = "train/ours-b4,train/ours-compiled-vc-b4,train/ours-klr-compiled-vc-b4"
+    result = run_cli(
+        "bench", "gpu", "--shape", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+        "--batch-size", "2", "--ours-batch-sizes", "2,4", "--only", cases, "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text(encoding="utf-8"))
+    rows = {c["name"]: c for c in data["cases"]}
+    assert list(rows) == cases.split(",")
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    klr = rows["train/ours-klr-compiled-vc-b4"]
+    assert klr["replay_rows"] == 1 and klr["vision_cache"]["hits"] > 0
+    assert "compiled" in klr["what"]
+    assert math.isfinite(data["train"]["kl_replay_overhead_all_on"])
+    assert data["train"]["best_case"] in rows
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")

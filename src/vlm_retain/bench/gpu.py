@@ -102,6 +102,15 @@ OURS_METHOD = (
     "rows only (ours-klr), compiled decoder layers (ours-compiled); not built: fused linear+CE"
 )
 
+#: (KL on replay rows, compiled, vision cache) at the large micro-batch, after the others:
+#: the KL's cost at that batch, and everything on at once, with and without the KL
+LARGE_COMBINATIONS = (
+    (True, False, False),
+    (False, True, False),
+    (False, True, True),
+    (True, True, True),
+)
+
 Log = Callable[[str], None]
 
 
@@ -627,17 +636,20 @@ class Bench:
     def eval_ours(self, shape: str, size: int, *, static: bool = False) -> dict[str, Any]:
         """Greedy batches; ``static``: preallocated KV cache, which on CUDA makes transformers
         compile the decoding step (the untimed warm-up call pays the compilation)."""
+        from vlm_retain.models.vision_attention import segment_attention_on
+
         model = self.model(shape)
         gen = self.generation_config(model, sample=False)
         if static:
             gen.cache_implementation = "static"
         batch = self.batch(model, size, answer=False)
-        self.generate(model, batch, gen)  # warm-up
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        for _ in range(self.opts.iters):
-            self.generate(model, batch, gen)
-        synchronize(self.device)
+        with segment_attention_on(model):  # as load_model sets it up for our backend
+            self.generate(model, batch, gen)  # warm-up
+            synchronize(self.device)
+            t0 = time.perf_counter()
+            for _ in range(self.opts.iters):
+                self.generate(model, batch, gen)
+            synchronize(self.device)
         seconds = time.perf_counter() - t0
         lines = size * self.opts.iters
         return {
@@ -650,8 +662,12 @@ class Bench:
             "peak_gib": peak_gib(self.device),
         }
 
-    def vision_forward(self, shape: str) -> dict[str, Any]:
+    def vision_forward(self, shape: str, *, segments: bool = False) -> dict[str, Any]:
+        """The frozen tower alone; ``segments``: one attention call per window size
+        (:mod:`vlm_retain.models.vision_attention`) instead of transformers' per-window loop."""
         import torch
+
+        from vlm_retain.models.vision_attention import segment_attention_on
 
         model = self.model(shape)
         batch = self.batch(model, self.opts.batch_size, answer=False)
@@ -660,16 +676,18 @@ class Bench:
             with torch.inference_mode():
                 model.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
 
-        for _ in range(max(1, self.opts.warmup)):
-            once()
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        for _ in range(self.opts.steps):
-            once()
-        synchronize(self.device)
+        with segment_attention_on(model, segments):
+            for _ in range(max(1, self.opts.warmup)):
+                once()
+            synchronize(self.device)
+            t0 = time.perf_counter()
+            for _ in range(self.opts.steps):
+                once()
+            synchronize(self.device)
         step = (time.perf_counter() - t0) / self.opts.steps
+        how = "one attention call per window size" if segments else "per-window attention loop"
         return {
-            "what": f"frozen vision tower forward, batch {self.opts.batch_size} lines",
+            "what": f"frozen vision tower forward, batch {self.opts.batch_size} lines, {how}",
             "batch_size": self.opts.batch_size,
             "step_s": step,
             "peak_gib": peak_gib(self.device),
@@ -703,6 +721,7 @@ class Bench:
         import torch
 
         from vlm_retain.models.registry import get_family
+        from vlm_retain.models.vision_attention import restore_attention, use_segment_attention
         from vlm_retain.train.presets import LoraOptions, TuningSpec, apply_tuning
 
         base = self.model(shape)
@@ -718,6 +737,8 @@ class Bench:
         optimizer = None
         cache = None
         losses: list[Any] = []
+        # ours: the tower's attention as load_model sets it up (models/vision_attention)
+        segments = answer_logits and use_segment_attention(base)
         try:
             if compiled:
                 if not answer_logits:
@@ -777,6 +798,8 @@ class Bench:
             step_s = (time.perf_counter() - t0) / self.opts.steps
             peak = peak_gib(self.device)
         finally:
+            if segments:
+                restore_attention(base)
             if compiled:
                 from vlm_retain.train.compile import uncompile_layers
 
@@ -814,6 +837,7 @@ class Bench:
             "mfu": tokens_s * flops_token / (tflops * 1e12) if tflops else None,
             "peak_gib": peak,
             "loss": losses[-1],
+            "vision_attention": "segments" if segments else "sdpa",
         }
         if cache is not None:
             row["what"] += ", vision-feature cache (images repeat: epoch 2 on)"
@@ -967,6 +991,11 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     ours_train = [r for n, r in rows.items() if re.fullmatch(r"train/ours-b\d+", n)]
     best = max(ours_train, key=lambda r: r["tokens_per_s"], default=None)
     ours_warm = [r for n, r in rows.items() if re.fullmatch(r"train/ours-vc-b\d+", n)]
+    # any of our settings without the KL, opt-in ones (compile) and from epoch 2 (cache) too
+    ours_any = [
+        (n, r) for n, r in rows.items() if re.fullmatch(r"train/ours(-compiled)?(-vc)?-b\d+", n)
+    ]
+    top_name, top = max(ours_any, key=lambda nr: nr[1]["tokens_per_s"], default=(None, None))
     warm = max(ours_warm, key=lambda r: r["tokens_per_s"], default=None)
     base_tok = get("train/lora", "tokens_per_s")
 
@@ -977,7 +1006,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         a, b = get(with_kl, "step_s"), get(without, "step_s")
         return a / b - 1 if a is not None and b else None
 
-    first_ours = next(iter(result.get("options", {}).get("ours_batch_sizes") or []), None)
+    sizes = result.get("options", {}).get("ours_batch_sizes") or [None]
+    first_ours, large = sizes[0], sizes[-1]
     kl_pair = (f"train/ours-kl-b{first_ours}", f"train/ours-b{first_ours}")
     return {
         "eval": {
@@ -1016,9 +1046,24 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
                 f"train/ours-kl-vc-b{first_ours}", f"train/ours-vc-b{first_ours}"
             ),
             "baseline_kl_overhead": overhead("train/lora-kl", "train/lora"),
+            "kl_replay_overhead_large": overhead(
+                f"train/ours-klr-b{large}", f"train/ours-b{large}"
+            ),
+            "kl_replay_overhead_all_on": overhead(
+                f"train/ours-klr-compiled-vc-b{large}", f"train/ours-compiled-vc-b{large}"
+            ),
+            "best_case": top_name,
+            "best_tokens_per_s": top["tokens_per_s"] if top else None,
+            "best_speedup": ratio(top["tokens_per_s"] if top else None, base_tok),
+            "best_mfu": top["mfu"] if top else None,
+            "best_peak_gib": top["peak_gib"] if top else None,
             "gc_slowdown": ratio(get("train/lora-gc", "step_s"), get("train/lora", "step_s")),
             "vision_share_of_lora_step": ratio(
                 get("probe/vision-forward", "step_s"), get("train/lora", "step_s")
+            ),
+            "vision_segments_speedup": ratio(
+                get("probe/vision-forward", "step_s"),
+                get("probe/vision-forward-segments", "step_s"),
             ),
             "selective_tokens_per_s": get("train/llm-attn", "tokens_per_s"),
             "full_tokens_per_s": get("train/full", "tokens_per_s"),
@@ -1066,7 +1111,9 @@ def print_table(result: dict[str, Any], log: Log) -> None:
         f"{_num(s['train']['ours_tokens_per_s'])}, x{_num(s['train']['speedup'])}, "
         f"KL overhead {_num(s['train']['kl_overhead'])}; from epoch 2 (vision cache): "
         f"{_num(s['train']['ours_warm_tokens_per_s'])} tokens/s, "
-        f"x{_num(s['train']['warm_speedup'])}, KL overhead {_num(s['train']['warm_kl_overhead'])}"
+        f"x{_num(s['train']['warm_speedup'])}, KL overhead {_num(s['train']['warm_kl_overhead'])}; "
+        f"best: {s['train']['best_case']} {_num(s['train']['best_tokens_per_s'])} tokens/s, "
+        f"x{_num(s['train']['best_speedup'])}"
     )
     try:
         from rich.console import Console
@@ -1197,6 +1244,11 @@ def run_cases(bench: Bench) -> None:
     for size in o.eval_batch_sizes:
         bench.case(f"eval/ours-b{size}", "eval", lambda size=size: bench.eval_ours(shape, size))
     bench.case("probe/vision-forward", "probe", lambda: bench.vision_forward(shape))
+    bench.case(
+        "probe/vision-forward-segments",
+        "probe",
+        lambda: bench.vision_forward(shape, segments=True),
+    )
     bs = o.batch_size
     train = bench.train_case
     bench.case("train/lora", "train", lambda: train(shape, tuning="lora", batch_size=bs))
@@ -1252,12 +1304,29 @@ def run_cases(bench: Bench) -> None:
     if o.full_shape != "none":
         bench.case("train/full", "train", lambda: train(o.full_shape, tuning="full", batch_size=bs))
     # last: compilation takes a while, and a time budget should cut these first
-    first = o.ours_batch_sizes[0]
+    first, large = o.ours_batch_sizes[0], o.ours_batch_sizes[-1]
     bench.case(
         f"train/ours-compiled-b{first}",
         "train",
         lambda: train(shape, tuning="lora", batch_size=first, answer_logits=True, compiled=True),
     )
+    if large != first:  # everything together at the large micro-batch, with and without KL
+        for kl, compiled, cached in LARGE_COMBINATIONS:
+            name = "train/ours" + ("-klr" if kl else "") + ("-compiled" if compiled else "")
+            bench.case(
+                name + ("-vc" if cached else "") + f"-b{large}",
+                "train",
+                lambda kl=kl, compiled=compiled, cached=cached: train(
+                    shape,
+                    tuning="lora",
+                    batch_size=large,
+                    answer_logits=True,
+                    teacher=kl,
+                    replay_every=REPLAY_EVERY if kl else None,
+                    compiled=compiled,
+                    vision_cache=cached,
+                ),
+            )
     for size in o.static_batch_sizes:
         bench.case(
             f"eval/ours-static-b{size}",

@@ -26,6 +26,7 @@ from typing import Any
 from vlm_retain.errors import InputError
 from vlm_retain.models.processor import image_backend_of, load_processor
 from vlm_retain.models.registry import Family, detect_family
+from vlm_retain.models.vision_attention import use_segment_attention
 
 _DTYPES = {
     "bf16": "bfloat16",
@@ -61,6 +62,7 @@ class LoadedModel:
     device: Any
     attn_implementation: str
     image_backend: str
+    vision_attention: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The ``model`` block of results.json: path, adapter, family, dtype (all strings)."""
@@ -71,6 +73,7 @@ class LoadedModel:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "attn_implementation": self.attn_implementation,
+            "vision_attention": self.vision_attention or self.attn_implementation,
             "image_backend": self.image_backend,
         }
 
@@ -227,6 +230,8 @@ def load_model(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load the model ({first})", path=folder) from None
     model.to(dev)
+    # exact, and on a GPU far faster than transformers' per-window loop (models/vision_attention)
+    segments = use_segment_attention(model)
     if adapter_dir is not None:
         _check_adapter_base(adapter_dir, str(path_or_id), folder, strict=strict_adapter_base)
         _check_adapter_shapes(adapter_dir, model)
@@ -247,6 +252,7 @@ def load_model(
         device=dev,
         attn_implementation=attn_impl,
         image_backend=image_backend_of(processor),
+        vision_attention="segments" if segments else None,
     )
 
 
