@@ -70,6 +70,9 @@ class ReferenceModel:
         from vlm_retain.train.batch_rows import select_rows
         from vlm_retain.train.positions import supports_kept_logits
 
+        # no KV cache: nothing decodes after this forward (and a cache's per-layer state makes a
+        # compiled decoder layer recompile once per layer)
+        inputs = {**inputs, "use_cache": False}
         with torch.no_grad(), self._base_mode():
             if positions is None:
                 return self.model(**inputs).logits
