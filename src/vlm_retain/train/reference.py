@@ -72,7 +72,8 @@ class ReferenceModel:
 
         # no KV cache: nothing decodes after this forward (and a cache's per-layer state makes a
         # compiled decoder layer recompile once per layer)
-        inputs = {**inputs, "use_cache": False}
+        if hasattr(getattr(self.model, "config", None), "use_cache"):
+            inputs = {**inputs, "use_cache": False}
         with torch.no_grad(), self._base_mode():
             if positions is None:
                 return self.model(**inputs).logits
