@@ -432,3 +432,40 @@ def test_ocr_prompt_replaces_the_ocr_prompt_only_and_is_recorded(
     # the prompt is part of the settings: the default prompt over these results is refused
     again = run_cli(*args, "--max-new-tokens", "2", "--quiet")
     assert again.code == 2 and "other settings" in again.err
+
+
+def test_results_of_the_same_settings_are_reused_from_another_folder(setup, tmp_path) -> None:
+    """``reuse``: a task evaluated elsewhere with exactly these settings is copied in, the
+    model never loaded; other settings are evaluated afresh and the other folder left alone."""
+    root, model = setup
+    tasks = {
+        **discover("ocr", [root / "htr"]),
+        "vqav2": discover("general", [root / "world"])["vqav2"],
+    }
+    first = tmp_path / "first"
+    Runner(_settings(model), first, progress=False).run({"ocr": tasks["ocr"]})
+    reused = Runner(_settings(model), tmp_path / "second", progress=False, reuse=[first])
+    ocr, vqa = reused.run(tasks)
+    assert ocr.status == "cached" and vqa.status == "done"  # vqav2 was never evaluated there
+    assert read_json(tmp_path / "second" / "ocr" / "results.json") == read_json(
+        first / "ocr" / "results.json"
+    )
+    assert not list((tmp_path / "second").glob(".*copying"))
+    other = Runner(_settings(model, limit=3), tmp_path / "third", progress=False, reuse=[first])
+    (fresh,) = other.run({"ocr": tasks["ocr"]})
+    assert fresh.status == "done" and fresh.n == 3
+    assert read_json(first / "ocr" / "results.json")["n"] == 4
+    only_cached = Runner(_settings(model), tmp_path / "fourth", progress=False, reuse=[first])
+    only_cached.run({"ocr": tasks["ocr"]})
+    assert only_cached._loaded is None  # nothing to evaluate: the model was never loaded
+
+
+def test_batch_size_is_chosen_by_device_unless_given(setup, tmp_path) -> None:
+    from vlm_retain.evaluate.runner import AUTO_BATCH_SIZE
+
+    _, model = setup
+    auto = Runner(_settings(model, batch_size=None), tmp_path, progress=False)
+    assert auto.batch_size == AUTO_BATCH_SIZE["cpu"] == 16  # the tiny model loads on CPU here
+    assert AUTO_BATCH_SIZE["cuda"] == 256
+    given = Runner(_settings(model, batch_size=3), tmp_path, progress=False)
+    assert given.batch_size == 3 and given._loaded is None  # no model needed to know it

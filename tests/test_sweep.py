@@ -192,3 +192,32 @@ def test_small_adapter_sweep(world, tmp_path: Path, run_cli) -> None:
     doc = json.loads((out / "sweep.json").read_text())
     assert doc["points"][1]["adapter"].endswith("alpha_0.50/adapter")
     assert doc["points"][2]["adapter"] == str(adapter)
+
+
+def test_sweep_reuses_evaluations_of_its_ends(world, tmp_path: Path) -> None:
+    """``reuse_eval``: the base's results, made earlier with the sweep's own settings, are
+    copied into the alpha 0 point instead of evaluated again."""
+    from vlm_retain.evaluate.runner import EvalSettings, Runner, discover
+    from vlm_retain.merge.sweep import SweepSpec, run_sweep
+
+    root, base, adapter = world
+    earlier = tmp_path / "base-eval"
+    tasks = {**discover("ocr", [root / "htr"])}
+    tasks["vqav2"] = discover("general", [root / "world"])["vqav2"]
+    settings = EvalSettings(model=str(base), limit=2, max_new_tokens=3, resamples=20)
+    Runner(settings, earlier, progress=False).run(tasks)
+    spec = SweepSpec(
+        base=str(base), finetuned=None, adapter=adapter, alphas=[0.5],
+        eval_data=[root / "htr", root / "world"], out=tmp_path / "sweep", limit=2,
+        max_new_tokens=3, resamples=20, tasks=("vqav2",), reuse_eval={0.0: earlier},
+    )  # fmt: skip
+    run_sweep(spec, progress=False)
+    point = tmp_path / "sweep" / "points" / "alpha_0.00" / "eval"
+    for task in ("ocr", "vqav2"):
+        copied = json.loads((point / task / "results.json").read_text())
+        assert copied == json.loads((earlier / task / "results.json").read_text())
+    # the point at 0.5 (another model) was evaluated, not copied
+    half = tmp_path / "sweep" / "points" / "alpha_0.50" / "eval" / "ocr" / "results.json"
+    assert json.loads(half.read_text())["provenance"]["settings"]["adapter"].endswith(
+        "alpha_0.50/adapter"
+    )

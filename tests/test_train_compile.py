@@ -11,6 +11,7 @@ import pytest
 from tests.test_train_positions import _batch
 from tests.test_train_trainer import base_config
 from vlm_retain.errors import InputError
+from vlm_retain.models.registry import get_family
 
 
 def _loss_and_grads(model, batch):
@@ -65,9 +66,34 @@ def test_setting_and_errors(tmp_path: Path) -> None:
     from vlm_retain.train.config import config_from_dict
 
     raw = base_config({"model": tmp_path, "htr": tmp_path, "world": tmp_path}, tmp_path / "o")
-    assert config_from_dict(raw).train.compile == "off"
+    assert config_from_dict(raw).train.compile == "auto"
     raw["train"]["compile"] = True  # YAML's bare on
     assert config_from_dict(raw).train.compile == "on"
     family = type("Family", (), {"title": "Toy", "module_paths": {"llm": "body"}})()
     with pytest.raises(InputError, match=r"train\.compile"):
         decoder_layers(torch.nn.Linear(2, 2), family)
+
+
+def test_auto_compiles_on_cuda_only(monkeypatch):
+    import torch
+    import torch._dynamo
+
+    from vlm_retain.models.tiny import build_tiny_in_memory
+    from vlm_retain.train.compile import compile_for_run, decoder_layers, uncompile_layers
+
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)
+    model, _ = build_tiny_in_memory("qwen2_5_vl", size="xs")
+    family = get_family("qwen2_5_vl")
+    layers = decoder_layers(model, family)
+    assert compile_for_run("off", model, family, torch.device("cuda")) == 0
+    assert compile_for_run("auto", model, family, torch.device("cpu")) == 0
+    assert all(layer._compiled_call_impl is None for layer in layers)
+    assert not torch._dynamo.config.suppress_errors
+    # (compiling is lazy: nothing runs until the first forward, so no GPU is needed here)
+    assert compile_for_run("auto", model, family, torch.device("cuda")) == len(layers)
+    assert torch._dynamo.config.suppress_errors  # a layer that fails runs eagerly
+    uncompile_layers(model, family)
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)
+    assert compile_for_run("on", model, family, torch.device("cpu")) == len(layers)
+    assert all(layer._compiled_call_impl is not None for layer in layers)
+    assert not torch._dynamo.config.suppress_errors  # on: errors stop the run

@@ -97,9 +97,11 @@ SHAPE_FILES = {"7b": "qwen2.5-vl-7b.json", "3b": "qwen2.5-vl-3b.json"}
 OURS_METHOD = (
     "PEFT LoRA r=64 alpha=128 on all LLM linears (as the baseline), no gradient checkpointing, "
     "the trainer's objectives and forward: logits only at answer positions (answer-only "
-    "logits), KL through the adapter-disabled reference in 512-position chunks, micro-batch "
-    "{batch}; timed apart: the vision-feature cache (ours-vc, train.ours_warm_*), KL on replay "
-    "rows only (ours-klr), compiled decoder layers (ours-compiled); not built: fused linear+CE"
+    "logits), the vision tower's attention one call per window size, KL through the "
+    "adapter-disabled reference in 512-position chunks, micro-batch {batch}; with CUDA the "
+    "decoder layers compiled (ours-compiled, train.compile: auto); timed apart: the "
+    "vision-feature cache (ours-vc, train.ours_warm_*), KL on replay rows only (ours-klr); "
+    "not built: fused linear+CE"
 )
 
 #: (KL on replay rows, compiled, vision cache) at the large micro-batch, after the others:
@@ -988,9 +990,13 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     ours_eval = [r for n, r in rows.items() if n.startswith("eval/ours-")]
     best_eval = max(ours_eval, key=lambda r: r["lines_per_s"], default=None)
     base_eval = get("eval/baseline", "lines_per_s")
-    ours_train = [r for n, r in rows.items() if re.fullmatch(r"train/ours-b\d+", n)]
+    # ours = our step as `vlm-retain train` runs it by default on this device: with CUDA the
+    # decoder layers are compiled (train.compile: auto), on CPU they are not
+    on_cuda = str(result.get("options", {}).get("device", "")).startswith("cuda")
+    compiled = "(-compiled)?" if on_cuda else ""
+    ours_train = [r for n, r in rows.items() if re.fullmatch(rf"train/ours{compiled}-b\d+", n)]
     best = max(ours_train, key=lambda r: r["tokens_per_s"], default=None)
-    ours_warm = [r for n, r in rows.items() if re.fullmatch(r"train/ours-vc-b\d+", n)]
+    ours_warm = [r for n, r in rows.items() if re.fullmatch(rf"train/ours{compiled}-vc-b\d+", n)]
     # any of our settings without the KL, opt-in ones (compile) and from epoch 2 (cache) too
     ours_any = [
         (n, r) for n, r in rows.items() if re.fullmatch(r"train/ours(-compiled)?(-vc)?-b\d+", n)
@@ -1026,6 +1032,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "ours_step_s": best["step_s"] if best else None,
             "ours_batch_size": best["batch_size"] if best else None,
             "ours_method": OURS_METHOD.format(batch=best["batch_size"]) if best else None,
+            "ours_what": best["what"] if best else None,
             "speedup": ratio(best["tokens_per_s"] if best else None, base_tok),
             "mfu": best["mfu"] if best else None,
             "peak_gib": best["peak_gib"] if best else None,
@@ -1035,6 +1042,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             ),
             "ours_warm_tokens_per_s": warm["tokens_per_s"] if warm else None,
             "ours_warm_batch_size": warm["batch_size"] if warm else None,
+            "ours_warm_what": warm["what"] if warm else None,
             "warm_speedup": ratio(warm["tokens_per_s"] if warm else None, base_tok),
             "warm_mfu": warm["mfu"] if warm else None,
             "warm_peak_gib": warm["peak_gib"] if warm else None,

@@ -20,7 +20,13 @@ DATA = typer.Option(..., "--data", help="Manifest folder or benchmark folder (re
 OUT = typer.Option(..., "--out", "-o", help="Folder for <task>/predictions.jsonl and results.json.")
 SPLIT = typer.Option(None, "--split", help="Split to evaluate (default: each task's own).")
 LIMIT = typer.Option(None, "--limit", min=1, help="Deterministic subset of N items per task.")
-BATCH = typer.Option(16, "--batch-size", min=1, help="Generation batch size.")
+BATCH = typer.Option(
+    None,
+    "--batch-size",
+    min=1,
+    help="Lines per generate call (default: 16 on CPU, 256 on a GPU).",
+    show_default=False,
+)
 KV_CACHE = typer.Option(
     "dynamic",
     "--kv-cache",
@@ -67,7 +73,7 @@ def _run(
     out: Path,
     split: str | None,
     limit: int | None,
-    batch_size: int,
+    batch_size: int | None,
     max_new_tokens: int | None,
     backend: str,
     gpu_cost_per_hour: float | None,
@@ -173,7 +179,7 @@ def evaluate(
     adapter: str | None = ADAPTER,
     split: str | None = SPLIT,
     limit: int | None = LIMIT,
-    batch_size: int = BATCH,
+    batch_size: int | None = BATCH,
     kv_cache: str = KV_CACHE,
     max_new_tokens: int | None = MAX_NEW,
     backend: str = BACKEND,

@@ -55,6 +55,7 @@ import numpy as np
 from vlm_retain.errors import InputError
 from vlm_retain.models.encoding import IGNORE_INDEX, encode, render_full
 from vlm_retain.models.loading import batch_to
+from vlm_retain.models.unwrap import unwrap
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -225,12 +226,6 @@ def _token_logprobs(logits: Any, targets: Any) -> Any:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def _unwrap(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (for ``get_rope_index``)."""
-    base = getattr(model, "get_base_model", None)
-    return base() if callable(base) else model
-
-
 def _full_loglik(
     loaded: Any,
     image: Any,
@@ -320,7 +315,7 @@ def _rope_delta(loaded: Any, prefix: dict[str, Any]) -> Any:
     """Qwen mrope: how far the text positions after the image are shifted (None elsewhere)."""
     if loaded.family.name not in _MROPE_FAMILIES:
         return None
-    core = _unwrap(loaded.model).model
+    core = unwrap(loaded.model).model
     _positions, delta = core.get_rope_index(
         prefix["input_ids"],
         mm_token_type_ids=prefix["mm_token_type_ids"],

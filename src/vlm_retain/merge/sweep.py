@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ class SweepSpec:
     limit: int | None = None
     split: str | None = None
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int | None = None  # None: by device (evaluate.runner.AUTO_BATCH_SIZE)
     max_new_tokens: int | None = None
     resamples: int = 1000
     device: str = "auto"
@@ -99,6 +99,9 @@ class SweepSpec:
     strict_base: bool = True
     tasks: tuple[str, ...] = ()  # general tasks to keep (empty: every one found)
     ocr_prompt: str | None = None  # the prompt the model was fine-tuned with (None: default)
+    #: evaluation folders already made for a point's model (alpha 0: the base; alpha 1: the
+    #: fine-tuned model), reused task by task where their settings are this sweep's
+    reuse_eval: dict[float, Path] = field(default_factory=dict)
 
     def check(self) -> None:
         if (self.finetuned is None) == (self.adapter is None):
@@ -311,7 +314,9 @@ def _evaluate_point(
         device=spec.device,
         ocr_prompt=spec.ocr_prompt,
     )
-    outcomes = Runner(settings, eval_dir, console=console, progress=progress).run(tasks)
+    reuse = [spec.reuse_eval[alpha]] if alpha in spec.reuse_eval else []
+    runner = Runner(settings, eval_dir, console=console, progress=progress, reuse=reuse)
+    outcomes = runner.run(tasks)
     if built is not None and spec.prune_models and built.exists():
         shutil.rmtree(built)
     return {

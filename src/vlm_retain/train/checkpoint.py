@@ -68,6 +68,8 @@ RESUME_FREE_KEYS = (
     "train.packing",
     "train.packing_row_tokens",
     "train.compile",
+    "train.sample_cache_mib",
+    "train.prefetch",
 )
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 from vlm_retain.data.images import BadImage, open_image
 from vlm_retain.errors import InputError
 from vlm_retain.train.mixture import Sample, budget_size
+from vlm_retain.train.sample_cache import CACHEABLE_FAMILIES, SampleCache
 
 
 def load_image(path: Path, *, max_pixels: int | None = None, unit: int | None = None) -> Any:
@@ -71,6 +72,7 @@ class Collator:
         *,
         max_pixels: int | None = None,
         system: str | None = None,
+        cache_mib: float = 0,
     ) -> None:
         self.loaded = loaded
         self.source_index: Mapping[str, int] = {name: i for i, name in enumerate(sources)}
@@ -78,6 +80,11 @@ class Collator:
         self.system = system
         facts = loaded.family.image
         self.unit = facts.unit if facts.dynamic else None
+        #: encoded samples kept for later epochs (:mod:`~vlm_retain.train.sample_cache`)
+        self.cache: SampleCache | None = None
+        if cache_mib > 0 and loaded.family.name in CACHEABLE_FAMILIES:
+            pad = getattr(loaded.processor.tokenizer, "pad_token_id", None) or 0
+            self.cache = SampleCache(pad, limit_mib=cache_mib)
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, Any]:
         import torch
@@ -92,20 +99,30 @@ class Collator:
                 f"collate: unknown source {unknown[0]!r}",
                 hint=f"known sources: {', '.join(self.source_index)}",
             )
-        images = [
-            load_image(s.image, max_pixels=self.max_pixels, unit=self.unit)
-            if s.image is not None
-            else None
-            for s in samples
-        ]
-        batch = encode(
-            self.loaded,
-            images,
-            [s.prompt for s in samples],
-            [s.answer for s in samples],
-            padding_side="right",
-            system=self.system,
-        )
+
+        def encode_some(indices: Sequence[int]) -> dict[str, Any]:
+            chosen = [samples[i] for i in indices]
+            images = [
+                load_image(s.image, max_pixels=self.max_pixels, unit=self.unit)
+                if s.image is not None
+                else None
+                for s in chosen
+            ]
+            return encode(
+                self.loaded,
+                images,
+                [s.prompt for s in chosen],
+                [s.answer for s in chosen],
+                padding_side="right",
+                system=self.system,
+            )
+
+        batch = None
+        if self.cache is not None:
+            keys = [(str(s.image) if s.image else None, s.prompt, s.answer) for s in samples]
+            batch = self.cache.batch(keys, encode_some)
+        if batch is None:
+            batch = encode_some(range(len(samples)))
         batch["source_ids"] = torch.tensor(
             [self.source_index[s.source] for s in samples], dtype=torch.long
         )

@@ -11,6 +11,7 @@ Numerics: inductor fuses and reorders floating-point operations, so losses and g
 with eager mode up to rounding, not bit for bit (a test checks the tolerance on a tiny model).
 The first steps pay the compilation (seconds to minutes); later batch shapes may recompile
 (``dynamic=None`` lets torch mark the varying sequence length dynamic after the first change).
+``train.compile: auto`` (the default) compiles on CUDA only (:func:`compile_for_run`).
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from vlm_retain.errors import InputError
+from vlm_retain.models.unwrap import unwrap
 
 
 def decoder_layers(model: Any, family: Any) -> list[Any]:
     """The language model's decoder layers (``<llm path>.layers``) under PEFT / DDP wrappers."""
-    from accelerate.utils import extract_model_from_parallel
-
-    base = extract_model_from_parallel(model)  # DDP / DeepSpeed wrappers
-    if hasattr(base, "get_base_model"):
-        base = base.get_base_model()
+    base = unwrap(model)
     path = family.module_paths.get("llm")
     try:
         llm = base.get_submodule(path) if path else None
@@ -48,6 +46,25 @@ def compile_layers(model: Any, family: Any) -> int:
     for layer in layers:
         layer.compile()
     return len(layers)
+
+
+def compile_for_run(setting: str, model: Any, family: Any, device: Any) -> int:
+    """Apply ``train.compile`` to a run's model; the number of layers compiled (0: eager).
+
+    ``auto`` compiles on CUDA only: there the compiled step matched the eager one within bf16
+    tolerance (tests/test_cuda_equivalence.py, run on an H200) and ran a third faster
+    (benchmarks/results/gpu-h200-2026-11-28-*.json); on CPU it is not bit-exact and the
+    compilation costs more than it saves on short runs. Under ``auto`` a layer that fails to
+    compile runs eagerly (dynamo's ``suppress_errors``) rather than stopping the run; ``on``
+    lets such an error through.
+    """
+    if setting == "off" or (setting == "auto" and getattr(device, "type", device) != "cuda"):
+        return 0
+    if setting == "auto":
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True
+    return compile_layers(model, family)
 
 
 def uncompile_layers(model: Any, family: Any) -> None:

@@ -503,6 +503,17 @@ class TrainConfig(_Section):
         description="reuse each image's vision-tower output (Qwen families): auto = on when the "
         "vision tower and projector are frozen; LRU-bounded at 2048 MiB",
     )
+    prefetch: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="collate the next batches in a background thread during the step: auto = "
+        "on with CUDA (on a CPU the cores are busy with the step); the same batches",
+    )
+    sample_cache_mib: float = Field(
+        2048,
+        ge=0,
+        description="keep each training sample's encoded tensors (image patches, tokens) for "
+        "later epochs, up to this many MiB (Qwen families; 0: off); the same batches",
+    )
     answer_only_logits: Literal["auto", "on", "off"] = Field(
         "auto",
         description="compute LM-head logits only where a loss reads them (the answers), not at "
@@ -514,11 +525,11 @@ class TrainConfig(_Section):
         "(Qwen families; each line attends only to itself): the same losses up to float "
         "rounding; off until a GPU run shows it pays",
     )
-    compile: Literal["on", "off"] = Field(
-        "off",
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto",
         description="torch.compile each decoder layer of the language model (regional): the "
-        "same losses up to rounding; the first steps pay the compilation; off until a GPU run "
-        "shows it pays",
+        "same losses up to rounding; the first steps pay the compilation; auto = on with CUDA "
+        "(a third faster on an H200, docs/performance.md), off on CPU",
     )
     packing_row_tokens: int = Field(
         4096, ge=1, description="tokens per packed row (a longer line gets a row of its own)"
@@ -543,6 +554,7 @@ class TrainConfig(_Section):
         "answer_only_logits",
         "packing",
         "compile",
+        "prefetch",
         mode="before",
     )
     @classmethod

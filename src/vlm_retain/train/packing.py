@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vlm_retain.errors import InputError
+from vlm_retain.models.unwrap import unwrap
 
 #: Families whose forward reads packed ``(4, R, L)`` position ids as described above.
 PACKABLE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -41,13 +42,37 @@ DEFAULT_ROW_TOKENS = 4096
 
 def rope_index_fn(model: Any) -> Any | None:
     """The inner model's ``get_rope_index`` under PEFT / DDP wrappers, or None."""
-    base = model
-    while hasattr(base, "module") and not hasattr(base, "get_rope_index"):
-        base = base.module  # DDP
-    if hasattr(base, "get_base_model"):
-        base = base.get_base_model()
-    inner = getattr(base, "model", None)
+    inner = getattr(unwrap(model), "model", None)
     return getattr(inner, "get_rope_index", None)
+
+
+class BatchPacker:
+    """``packer(batch, loaded)``: a collated batch moved to the model's device and packed
+    (:func:`pack_batch`); ``stats`` counts batches, samples, rows, and the cells of the padded
+    batches against those computed (``train_summary.json``'s ``packing``)."""
+
+    def __init__(self, rope_index: Any, *, row_tokens: int | None, pad_token_id: int) -> None:
+        self.rope_index = rope_index
+        self.row_tokens = row_tokens
+        self.pad_token_id = pad_token_id
+        counted = ("batches", "samples", "rows", "padded_cells", "packed_cells")
+        self.stats = dict.fromkeys(counted, 0)
+
+    def __call__(self, batch: dict[str, Any], loaded: Any) -> dict[str, Any]:
+        from vlm_retain.models.loading import batch_to
+
+        packed = pack_batch(
+            batch_to(batch, loaded),
+            self.rope_index,
+            row_tokens=self.row_tokens,
+            pad_token_id=self.pad_token_id,
+        )
+        self.stats["batches"] += 1
+        self.stats["samples"] += int(batch["input_ids"].shape[0])
+        self.stats["rows"] += int(packed["input_ids"].shape[0])
+        self.stats["padded_cells"] += int(batch["input_ids"].numel())
+        self.stats["packed_cells"] += int(packed["input_ids"].numel())
+        return packed
 
 
 def wants_packing(setting: str, model: Any, family: Any) -> bool:

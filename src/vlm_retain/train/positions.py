@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlm_retain.errors import InputError
+from vlm_retain.models.unwrap import unwrap
 
 POSITIONS = ("supervised", "all")
 
@@ -94,7 +95,5 @@ def forward_kept(
 def supports_kept_logits(model: Any) -> bool:
     """Whether the model's forward takes a boolean ``(B, T)`` ``logits_to_keep`` (transformers
     models whose head slices through ``slice_logits_to_keep``, v5 and later)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base = getattr(base, "module", base)  # DDP
-    module = sys.modules.get(type(base).__module__)
+    module = sys.modules.get(type(unwrap(model)).__module__)
     return module is not None and hasattr(module, "slice_logits_to_keep")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from rich.console import Console
 
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json, read_marker, write_marker
+from vlm_retain.models.unwrap import unwrap
 from vlm_retain.train.callbacks import ParamDistance, TrainLog, check_trackers, step_line
 from vlm_retain.train.checkpoint import (
     Position,
@@ -56,6 +58,7 @@ from vlm_retain.train.checkpoint import (
     save_final,
 )
 from vlm_retain.train.config import CONFIG_NAME, RunConfig, config_hash, save_resolved
+from vlm_retain.train.prefetch import Prefetched, wants_prefetch
 from vlm_retain.train.probe import Probe, ProbeResult, ProbeSuite, RetentionWatch, eval_loss
 
 FINAL = "final"
@@ -199,7 +202,7 @@ def configure_deepspeed(plugin: Any, config: RunConfig, num_processes: int) -> d
 
 def enable_checkpointing(model: Any) -> None:
     """Gradient checkpointing without the reentrant variant (works with frozen inputs/PEFT)."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = unwrap(model)
     target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(target.config, "use_cache"):
         target.config.use_cache = False
@@ -223,22 +226,25 @@ class BatchStream:
         self.rank = rank
         self.world = world
         self._cache: tuple[int, list[Any], list[list[int]]] | None = None
+        self._lock = threading.Lock()  # the prefetch thread and the loop both ask
 
     def epoch(self, e: int) -> tuple[list[Any], list[list[int]]]:
         from vlm_retain.train.collate import plan_batches
 
-        if self._cache is None or self._cache[0] != e:
-            samples = self.mixture.epoch(e)
-            batches = plan_batches(
-                samples,
-                self.config.train.batch_size,
-                num_replicas=self.world,
-                seed=self.config.train.seed,
-                epoch=e,
-                group_by_length=self.config.train.group_by_length,
-            )
-            self._cache = (e, samples, batches[self.rank :: self.world])
-        return self._cache[1], self._cache[2]
+        with self._lock:
+            cached = self._cache
+            if cached is None or cached[0] != e:
+                samples = self.mixture.epoch(e)
+                batches = plan_batches(
+                    samples,
+                    self.config.train.batch_size,
+                    num_replicas=self.world,
+                    seed=self.config.train.seed,
+                    epoch=e,
+                    group_by_length=self.config.train.group_by_length,
+                )
+                cached = self._cache = (e, samples, batches[self.rank :: self.world])
+        return cached[1], cached[2]
 
     def from_position(self, pos: Position) -> Iterator[tuple[int, int, dict[str, Any]]]:
         """``(epoch, batch index, collated batch)`` from ``pos`` on, forever."""
@@ -429,7 +435,9 @@ def train(
             model_key=model_fingerprint(loaded.path),
         )
     sources = sorted(set(mixture.target) | set(mixture.replay))
-    collator = Collator(loaded, sources, max_pixels=config.data.max_pixels)
+    collator = Collator(
+        loaded, sources, max_pixels=config.data.max_pixels, cache_mib=tc.sample_cache_mib
+    )
     stream = BatchStream(
         mixture, collator, config, accelerator.process_index, accelerator.num_processes
     )
@@ -491,10 +499,11 @@ def train(
     if vision_cache is not None:
         say("vision cache: on (frozen vision tower; each image is encoded once)")
     answer_only = _answer_only(tc.answer_only_logits, model)
-    if tc.compile == "on":
-        from vlm_retain.train.compile import compile_layers
+    from vlm_retain.train.compile import compile_for_run
 
-        say(f"compile: {compile_layers(model, loaded.family)} decoder layers (first steps slower)")
+    compiled = compile_for_run(tc.compile, model, loaded.family, loaded.device)
+    if compiled:
+        say(f"compile: {compiled} decoder layers (first steps slower)")
     prepare = _batch_preparer(config, model, loaded)
     if prepare is not batch_to:
         say(f"packing: on (rows of up to {tc.packing_row_tokens} tokens, no padding)")
@@ -576,6 +585,7 @@ def train(
 
     stopped: dict[str, Any] | None = None
     last_probe: ProbeResult | None = None
+    prefetched: Prefetched | None = None
     try:
         if watch.floor is not None and pos.step == 0:
             checkpoint(pos)  # the base state: what is kept if the first probe already fails
@@ -584,6 +594,8 @@ def train(
             pos.step
         )  # out of memory on this process's first step: retry with checkpointing
         stream_iter = stream.from_position(pos)
+        if wants_prefetch(tc.prefetch, loaded.device):
+            stream_iter = prefetched = Prefetched(stream_iter)
         while pos.step < steps:
             step_start = time.perf_counter()
             micro = []
@@ -692,6 +704,9 @@ def train(
         if created and accelerator.is_main_process and not list_checkpoints(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping was written
         raise
+    finally:
+        if prefetched is not None:
+            prefetched.close()
 
     # -- the result ----------------------------------------------------------------------------
     if stopped is not None:
@@ -725,12 +740,9 @@ def train(
             "retention_floor": watch.floor,
         },
         "fisher": fisher_info or None,
-        "vision_cache": (
-            {"hits": vision_cache.hits, "misses": vision_cache.misses, "bytes": vision_cache.bytes}
-            if vision_cache is not None
-            else None
-        ),
+        "vision_cache": _cache_stats(vision_cache),
         "packing": getattr(prepare, "stats", None),
+        "sample_cache": _cache_stats(collator.cache),
         "resumed_from": str(resume_from) if resume_from else None,
     }
     if accelerator.is_main_process:
@@ -784,33 +796,27 @@ def _optimizer_step(
 
 def _batch_preparer(config: RunConfig, model: Any, loaded: Any) -> Any:
     """``prepare(batch, loaded)``: the collated batch on the model's device, packed when
-    ``train.packing`` is on (:mod:`~vlm_retain.train.packing`; ``prepare.stats`` then counts
-    samples and rows, and the cells computed against those of the padded batches)."""
+    ``train.packing`` is on (a :class:`~vlm_retain.train.packing.BatchPacker`, whose ``stats``
+    count samples and rows, and the cells computed against those of the padded batches)."""
     from vlm_retain.models.loading import batch_to
-    from vlm_retain.train.packing import pack_batch, rope_index_fn, wants_packing
+    from vlm_retain.train.packing import BatchPacker, rope_index_fn, wants_packing
 
     if not wants_packing(config.train.packing, model, loaded.family):
         return batch_to
-    rope_index = rope_index_fn(model)
-    pad = getattr(getattr(loaded, "tokenizer", None), "pad_token_id", None) or 0
     # transformers finds packed lines for flash attention only in a batch of one row
     flash = str(getattr(loaded, "attn_implementation", "")).startswith("flash")
-    row_tokens = None if flash else config.train.packing_row_tokens
-    stats = dict.fromkeys(("batches", "samples", "rows", "padded_cells", "packed_cells"), 0)
+    return BatchPacker(
+        rope_index_fn(model),
+        row_tokens=None if flash else config.train.packing_row_tokens,
+        pad_token_id=getattr(getattr(loaded, "tokenizer", None), "pad_token_id", None) or 0,
+    )
 
-    def prepare(batch: dict[str, Any], loaded: Any) -> dict[str, Any]:
-        packed = pack_batch(
-            batch_to(batch, loaded), rope_index, row_tokens=row_tokens, pad_token_id=pad
-        )
-        stats["batches"] += 1
-        stats["samples"] += int(batch["input_ids"].shape[0])
-        stats["rows"] += int(packed["input_ids"].shape[0])
-        stats["padded_cells"] += int(batch["input_ids"].numel())
-        stats["packed_cells"] += int(packed["input_ids"].numel())
-        return packed
 
-    prepare.stats = stats  # type: ignore[attr-defined]
-    return prepare
+def _cache_stats(cache: Any) -> dict[str, int] | None:
+    """Hits, misses and bytes of a cache with those counters (None: no cache)."""
+    if cache is None:
+        return None
+    return {"hits": cache.hits, "misses": cache.misses, "bytes": cache.bytes}
 
 
 def _answer_only(setting: str, model: Any) -> bool:

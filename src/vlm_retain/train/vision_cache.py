@@ -28,24 +28,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from vlm_retain.models.unwrap import unwrap
+
 #: Families whose inner model exposes ``get_image_features`` as described above.
 CACHEABLE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 DEFAULT_LIMIT_MIB = 2048
 _UNSET = (None, False)
 
 
-def _base(model: Any) -> Any:
-    """The transformers model under accelerate / DDP / PEFT wrappers."""
-    while hasattr(model, "module") and not hasattr(model, "get_image_features"):
-        model = model.module  # DDP
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
-
-
 def _inner(model: Any) -> Any | None:
     """The module whose ``get_image_features`` the forward calls (``model.model``)."""
-    base = _base(model)
+    base = unwrap(model)
     inner = getattr(base, "model", None)
     if inner is not None and hasattr(inner, "get_image_features") and hasattr(inner, "visual"):
         return inner
