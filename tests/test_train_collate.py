@@ -22,16 +22,21 @@ def tiny(tmp_path_factory):
     return load_model(build_tiny("qwen2_5_vl", tmp_path_factory.mktemp("m") / "qwen", size="xs"))
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("img")
+def write_images(folder: Path, specs: list[tuple[str, tuple[int, int], str]]) -> dict[str, Path]:
+    """PNG files ``folder/NAME.png`` of the given sizes and modes, with a word drawn on each."""
     out = {}
-    for name, size, mode in [("line", (224, 56), "RGB"), ("wide", (1400, 70), "L")]:
+    for name, size, mode in specs:
         image = Image.new(mode, size, "white")
         ImageDraw.Draw(image).text((4, 4), "Hello", fill="black")
         out[name] = folder / f"{name}.png"
         image.save(out[name])
     return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    specs = [("line", (224, 56), "RGB"), ("wide", (1400, 70), "L")]
+    return write_images(tmp_path_factory.mktemp("img"), specs)
 
 
 def samples(images) -> list[Sample]:

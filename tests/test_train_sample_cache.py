@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
+from tests.test_train_collate import write_images
 from vlm_retain.train.collate import Collator
 from vlm_retain.train.mixture import Sample
 from vlm_retain.train.sample_cache import join_rows, split_rows
@@ -19,14 +19,8 @@ SOURCES = ["peter", "world", "text"]
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("img")
-    out = {}
-    for name, size in [("short", (112, 56)), ("long", (224, 56)), ("scene", (112, 112))]:
-        image = Image.new("RGB", size, "white")
-        ImageDraw.Draw(image).text((4, 4), name, fill="black")
-        out[name] = folder / f"{name}.png"
-        image.save(out[name])
-    return out
+    specs = [("short", (112, 56), "RGB"), ("long", (224, 56), "RGB"), ("scene", (112, 112), "RGB")]
+    return write_images(tmp_path_factory.mktemp("img"), specs)
 
 
 def _samples(images) -> list[Sample]:
