@@ -91,3 +91,12 @@ def test_a_missing_base_fails_before_any_work(tmp_path: Path, run_cli) -> None:
     assert "model folder not found" in result.err and "\n" not in result.err.strip()
     assert "data path" not in result.out  # nothing ran
     assert not (tmp_path / "demo").exists()
+
+
+def test_recipes_start_in_the_planned_order_and_new_ones_last():
+    from vlm_retain.demo import recipe
+    from vlm_retain.demo.forgetting import START_ORDER, _start_rank
+
+    assert sorted(r.slug for r in recipe.RECIPES) == sorted(START_ORDER)
+    assert START_ORDER[0] == recipe.FULL_FT  # the sweep waits for it
+    assert _start_rank("a-recipe-added-later") == len(START_ORDER)

@@ -215,3 +215,32 @@ def test_static_kv_cache_gives_the_same_tokens(models, family):
     assert {k: (r.text, r.n_tokens) for k, r in static.items()} == {
         k: (r.text, r.n_tokens) for k, r in dynamic.items()
     }
+
+
+def test_a_batch_out_of_memory_is_retried_at_half_the_size(models, monkeypatch):
+    """The accelerator's out-of-memory error is simulated (a CPU cannot run out that way):
+    batches over two lines fail: the first (all 7 lines) -> 4 -> 2, and 2 is kept."""
+    import torch
+
+    from vlm_retain.evaluate.generate.hf import HFBackend
+
+    loaded = models["qwen2_5_vl"]
+    reqs = requests()
+    expected = run(loaded, reqs, batch_size=1)
+    real = HFBackend._generate_batch
+    sizes: list[int] = []
+
+    def limited(self, batch):
+        sizes.append(batch["input_ids"].shape[0])
+        if batch["input_ids"].shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(self, batch)
+
+    monkeypatch.setattr(HFBackend, "_generate_batch", limited)
+    with pytest.warns(UserWarning, match="out of memory at 7 lines"):
+        got = run(loaded, reqs, batch_size=8)
+    assert sizes[:3] == [7, 4, 2] and max(sizes[3:]) == 2
+    assert {k: r.text for k, r in got.items()} == {k: r.text for k, r in expected.items()}
+    monkeypatch.setattr(HFBackend, "_generate_batch", lambda self, batch: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # anything else is not retried
+        run(loaded, reqs, batch_size=8)

@@ -9,14 +9,6 @@ torch = pytest.importorskip("torch")
 from vlm_retain.models.unwrap import unwrap  # noqa: E402
 
 
-class _DataParallelLike(torch.nn.Module):
-    """What DDP / DeepSpeed look like from outside: the wrapped model as ``.module``."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-
 def test_unwrap_peels_data_parallel_then_peft():
     from peft import LoraConfig, get_peft_model
 
@@ -27,7 +19,8 @@ def test_unwrap_peels_data_parallel_then_peft():
     peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]))
     assert unwrap(base) is base
     assert unwrap(peft_model) is base
-    assert unwrap(_DataParallelLike(peft_model)) is base
-    assert unwrap(_DataParallelLike(_DataParallelLike(base))) is base
+    # DataParallel stands for DDP here (the same ``.module`` wrapper, no process group needed)
+    assert unwrap(torch.nn.DataParallel(peft_model)) is base
+    assert unwrap(torch.nn.DataParallel(base)) is base
     # the answer-only logits check sees the transformers model through both wrappers
-    assert supports_kept_logits(_DataParallelLike(peft_model))
+    assert supports_kept_logits(torch.nn.DataParallel(peft_model))

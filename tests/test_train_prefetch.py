@@ -14,7 +14,10 @@ from vlm_retain.train.prefetch import Prefetched, wants_prefetch
 
 
 def test_prefetched_items_come_in_order_and_errors_at_their_place():
-    assert list(Prefetched(iter(range(20)), depth=3)) == list(range(20))
+    items = Prefetched(iter(range(20)), depth=3)
+    assert list(items) == list(range(20))
+    with pytest.raises(StopIteration):  # and again, without waiting for a thread that ended
+        next(items)
 
     def broken():
         yield 1
@@ -76,3 +79,16 @@ def test_runs_with_prefetch_and_the_sample_cache_log_the_same_losses(data, tmp_p
         for key, value in plain.items():
             if key.startswith(("ce", "kl", "total", "tokens")):
                 assert fast[key] == value, key
+
+
+def test_the_prefetching_collator_gets_its_own_processor(qwen_folder):
+    from vlm_retain.models.loading import load_model
+    from vlm_retain.train.prefetch import own_processor
+
+    loaded = load_model(qwen_folder)
+    copy = own_processor(loaded)
+    assert copy.processor is not loaded.processor
+    assert copy.tokenizer is copy.processor.tokenizer is not loaded.tokenizer
+    assert copy.model is loaded.model and copy.family is loaded.family
+    text = "Transcribe the line."
+    assert copy.tokenizer(text)["input_ids"] == loaded.tokenizer(text)["input_ids"]

@@ -184,7 +184,9 @@ class Runner:
         reuse: Sequence[Path] = (),
     ) -> None:
         """``reuse``: other output folders of this model; a task missing here whose results
-        there have exactly this run's settings is copied in instead of evaluated again."""
+        there were made with the same recorded settings is copied in instead of evaluated
+        again. The settings name the model by path, not by its weights: pass only folders
+        made from the weights now at that path."""
         self.settings = settings
         self.out = Path(out)
         self.console = console or Console(markup=False, highlight=False)

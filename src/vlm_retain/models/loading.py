@@ -158,6 +158,16 @@ def choose_dtype(dtype: str | Any, device: Any) -> Any:
     return getattr(torch, name)
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator running out of memory (CUDA's own error, or the
+    RuntimeError other backends raise)."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
 def flash_attention_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 

@@ -15,8 +15,13 @@ from typing import Any
 
 def unwrap(model: Any) -> Any:
     """``model`` without data-parallel wrappers (outermost) and without PEFT's wrapper."""
-    while hasattr(model, "module") and not hasattr(model, "config"):
-        model = model.module  # DDP, DeepSpeed engine
+    try:
+        from accelerate.utils import extract_model_from_parallel
+    except ImportError:  # the GPU bench may run where only torch, transformers and peft are
+        while hasattr(model, "module") and not hasattr(model, "config"):
+            model = model.module  # DDP
+    else:  # DDP, DeepSpeed (whose engine forwards attributes such as config), FSDP
+        model = extract_model_from_parallel(model, keep_torch_compile=True)
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
     return model

@@ -60,10 +60,9 @@ def compile_for_run(setting: str, model: Any, family: Any, device: Any) -> int:
     """
     if setting == "off" or (setting == "auto" and getattr(device, "type", device) != "cuda"):
         return 0
-    if setting == "auto":
-        import torch._dynamo
+    import torch._dynamo
 
-        torch._dynamo.config.suppress_errors = True
+    torch._dynamo.config.suppress_errors = setting == "auto"  # per run: a process may run several
     return compile_layers(model, family)
 
 

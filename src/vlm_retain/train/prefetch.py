@@ -28,6 +28,7 @@ class Prefetched(Generic[T]):
         self._source = source
         self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
+        self._ended = False
         self._thread = threading.Thread(target=self._fill, name="prefetch", daemon=True)
         self._thread.start()
 
@@ -53,9 +54,12 @@ class Prefetched(Generic[T]):
         return self
 
     def __next__(self) -> T:
+        if self._ended:
+            raise StopIteration
         ok, item = self._queue.get()
         if ok:
             return item
+        self._ended = True  # the thread has stopped: nothing more will come
         if item is _END:
             raise StopIteration
         raise item
@@ -67,6 +71,17 @@ class Prefetched(Generic[T]):
             with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.1)
         self._thread.join()
+
+
+def own_processor(loaded: Any) -> Any:
+    """``loaded`` with a copy of its processor: a fast tokenizer keeps mutable padding state
+    and must not be used from two threads at once (the probe and checkpoints use the
+    original while the prefetch thread collates)."""
+    import copy
+    import dataclasses
+
+    processor = copy.deepcopy(loaded.processor)
+    return dataclasses.replace(loaded, processor=processor, tokenizer=processor.tokenizer)
 
 
 def wants_prefetch(setting: str, device: Any) -> bool:

@@ -43,6 +43,7 @@ from rich.console import Console
 
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json, read_marker, write_marker
+from vlm_retain.models.loading import is_oom
 from vlm_retain.models.unwrap import unwrap
 from vlm_retain.train.callbacks import ParamDistance, TrainLog, check_trackers, step_line
 from vlm_retain.train.checkpoint import (
@@ -58,7 +59,7 @@ from vlm_retain.train.checkpoint import (
     save_final,
 )
 from vlm_retain.train.config import CONFIG_NAME, RunConfig, config_hash, save_resolved
-from vlm_retain.train.prefetch import Prefetched, wants_prefetch
+from vlm_retain.train.prefetch import Prefetched, own_processor, wants_prefetch
 from vlm_retain.train.probe import Probe, ProbeResult, ProbeSuite, RetentionWatch, eval_loss
 
 FINAL = "final"
@@ -152,14 +153,6 @@ def weights_dtype(model_dtype: str, precision: str) -> str:
     return model_dtype
 
 
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 def oom_error(config: RunConfig, checkpointing: bool) -> InputError:
     tips = [
         f"train.batch_size (now {config.train.batch_size}; raise train.grad_accum to keep "
@@ -225,15 +218,15 @@ class BatchStream:
         self.config = config
         self.rank = rank
         self.world = world
-        self._cache: tuple[int, list[Any], list[list[int]]] | None = None
+        #: the last two epochs planned (the prefetch thread may be one epoch ahead of the loop)
+        self._cache: dict[int, tuple[list[Any], list[list[int]]]] = {}
         self._lock = threading.Lock()  # the prefetch thread and the loop both ask
 
     def epoch(self, e: int) -> tuple[list[Any], list[list[int]]]:
         from vlm_retain.train.collate import plan_batches
 
         with self._lock:
-            cached = self._cache
-            if cached is None or cached[0] != e:
+            if e not in self._cache:
                 samples = self.mixture.epoch(e)
                 batches = plan_batches(
                     samples,
@@ -243,8 +236,10 @@ class BatchStream:
                     epoch=e,
                     group_by_length=self.config.train.group_by_length,
                 )
-                cached = self._cache = (e, samples, batches[self.rank :: self.world])
-        return cached[1], cached[2]
+                self._cache[e] = (samples, batches[self.rank :: self.world])
+                for old in sorted(self._cache)[:-2]:
+                    del self._cache[old]
+            return self._cache[e]
 
     def from_position(self, pos: Position) -> Iterator[tuple[int, int, dict[str, Any]]]:
         """``(epoch, batch index, collated batch)`` from ``pos`` on, forever."""
@@ -435,8 +430,12 @@ def train(
             model_key=model_fingerprint(loaded.path),
         )
     sources = sorted(set(mixture.target) | set(mixture.replay))
+    prefetch = wants_prefetch(tc.prefetch, loaded.device)
     collator = Collator(
-        loaded, sources, max_pixels=config.data.max_pixels, cache_mib=tc.sample_cache_mib
+        own_processor(loaded) if prefetch else loaded,  # the thread must not share a tokenizer
+        sources,
+        max_pixels=config.data.max_pixels,
+        cache_mib=tc.sample_cache_mib,
     )
     stream = BatchStream(
         mixture, collator, config, accelerator.process_index, accelerator.num_processes
@@ -594,7 +593,7 @@ def train(
             pos.step
         )  # out of memory on this process's first step: retry with checkpointing
         stream_iter = stream.from_position(pos)
-        if wants_prefetch(tc.prefetch, loaded.device):
+        if prefetch:
             stream_iter = prefetched = Prefetched(stream_iter)
         while pos.step < steps:
             step_start = time.perf_counter()

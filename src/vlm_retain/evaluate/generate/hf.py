@@ -17,6 +17,7 @@ does) is still decoded greedily, and two models are compared under the same deco
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,7 +27,6 @@ from vlm_retain.evaluate.generate.base import (
     GenerationConfig,
     Request,
     Result,
-    batched,
     error_result,
     image_size,
     load_image,
@@ -99,8 +99,27 @@ class HFBackend(Backend):
 
     # generation ---------------------------------------------------------------------------
     def generate(self, requests: Sequence[Request]) -> Iterator[Result]:
-        for chunk in batched(self.order(requests), self.config.batch_size):
-            yield from self._run_batch(chunk)
+        """Results batch by batch; a batch that runs out of accelerator memory is retried at
+        half the size (down to one line), and that size is kept for the rest."""
+        from vlm_retain.models.loading import is_oom
+
+        pending, size, start = self.order(requests), self.config.batch_size, 0
+        while start < len(pending):
+            chunk = pending[start : start + size]
+            try:
+                results = list(self._run_batch(chunk))
+            except Exception as exc:
+                if not is_oom(exc) or size == 1:
+                    raise
+                size = max(1, size // 2)
+                _release_cached_memory()
+                warnings.warn(
+                    f"out of memory at {len(chunk)} lines per batch; going on with {size}",
+                    stacklevel=2,
+                )
+                continue
+            yield from results
+            start += len(chunk)
 
     def _run_batch(self, chunk: list[Request]) -> Iterator[Result]:
         ready: list[tuple[Request, Any]] = []
@@ -201,3 +220,10 @@ class HFBackend(Backend):
             kept.append(row if end is None else row[:end])
         texts = self.loaded.tokenizer.batch_decode(kept, skip_special_tokens=True)
         return [text.strip() for text in texts], counts
+
+
+def _release_cached_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
