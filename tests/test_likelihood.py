@@ -185,3 +185,29 @@ def test_briefly_fitted_model_retrieves_its_captions(tmp_path):
     assert np.diag(after).mean() > np.diag(before).mean() + 1.0
     report = score_retrieval(after, [0, 1], ks=(1,), resamples=10)
     assert report.metrics == {"t2i_r1": 1.0, "i2t_r1": 1.0}
+
+
+def test_score_matrix_halves_the_caption_batch_after_out_of_memory(loaded, monkeypatch):
+    """The accelerator's out-of-memory error is simulated (a CPU cannot run out that way):
+    caption batches over two fail, the scores are those of a run that fit."""
+    import torch
+
+    from vlm_retain.evaluate import likelihood
+
+    lm = loaded["qwen2_5_vl"]
+    images = [line_image(), line_image(112, 28)]
+    expected = likelihood.score_matrix(lm, images, CAPTIONS, prompt=PROMPT, batch_size=2)
+    real = likelihood._continue
+    rows: list[int] = []
+
+    def limited(loaded_, cache, ids, *args, **kwargs):
+        rows.append(ids.shape[0])
+        if ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return real(loaded_, cache, ids, *args, **kwargs)
+
+    monkeypatch.setattr(likelihood, "_continue", limited)
+    with pytest.warns(UserWarning, match="out of memory at 8 captions"):
+        got = likelihood.score_matrix(lm, images, CAPTIONS, prompt=PROMPT, batch_size=8)
+    np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
+    assert max(rows) > 2 and rows[-1] <= 2

@@ -47,6 +47,7 @@ family is scored with batched full forwards (the image repeated per row).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ import numpy as np
 
 from vlm_retain.errors import InputError
 from vlm_retain.models.encoding import IGNORE_INDEX, encode, render_full
-from vlm_retain.models.loading import batch_to
+from vlm_retain.models.loading import batch_to, is_oom
 from vlm_retain.models.unwrap import unwrap
 
 if TYPE_CHECKING:
@@ -132,7 +133,9 @@ def score_matrix(
     Row ``i`` is :func:`caption_loglik` of ``images[i]`` against every caption; this is the
     ``scores`` argument of :func:`~vlm_retain.evaluate.metrics.retrieval.score_retrieval`.
     The captions are tokenized once for all images (their tokens do not depend on the image).
-    ``progress(done, total)`` is called after each image, e.g. to advance a progress bar.
+    ``progress(done, total)`` is called after each image, e.g. to advance a progress bar. An
+    image whose caption batches run out of accelerator memory is scored again at half the
+    batch size (down to one), which is then kept.
     """
     captions = list(captions)
     _check_args(loaded, captions, batch_size, method)
@@ -142,13 +145,35 @@ def score_matrix(
     cached = _use_cache(loaded, method)
     tokens = caption_tokens(loaded, captions, prompt=prompt, system=system) if cached else None
     for i, image in enumerate(images):
-        if tokens is not None:
-            out[i] = _cached_loglik(loaded, image, captions, tokens, prompt, batch_size, system)
-        else:
-            out[i] = _full_loglik(loaded, image, captions, prompt, batch_size, system)
+        while True:
+            try:
+                if tokens is not None:
+                    row = _cached_loglik(
+                        loaded, image, captions, tokens, prompt, batch_size, system
+                    )
+                else:
+                    row = _full_loglik(loaded, image, captions, prompt, batch_size, system)
+                break
+            except Exception as exc:
+                if not is_oom(exc) or batch_size == 1:
+                    raise
+                batch_size = _halve_after_oom(batch_size)
+        out[i] = row
         if progress is not None:
             progress(i + 1, len(images))
     return out
+
+
+def _halve_after_oom(batch_size: int) -> int:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    smaller = max(1, batch_size // 2)
+    warnings.warn(
+        f"out of memory at {batch_size} captions per batch; going on with {smaller}", stacklevel=3
+    )
+    return smaller
 
 
 # --------------------------------------------------------------------------- tokens
