@@ -47,7 +47,6 @@ family is scored with batched full forwards (the image repeated per row).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +54,8 @@ import numpy as np
 
 from vlm_retain.errors import InputError
 from vlm_retain.models.encoding import IGNORE_INDEX, encode, render_full
-from vlm_retain.models.loading import batch_to, is_oom
+from vlm_retain.models.loading import batch_to, halve_after_oom, is_oom
+from vlm_retain.models.registry import QWEN_LAYOUT_FAMILIES
 from vlm_retain.models.unwrap import unwrap
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ PREFIX_CACHE_FAMILIES = frozenset(
     {"qwen2_5_vl", "qwen2_vl", "qwen3_vl", "idefics3", "paligemma", "internvl"}
 )
 #: Families with 3-D multimodal rope whose continuation positions need ``rope_deltas``.
-_MROPE_FAMILIES = frozenset({"qwen2_5_vl", "qwen2_vl", "qwen3_vl"})
+_MROPE_FAMILIES = frozenset(QWEN_LAYOUT_FAMILIES)
 METHODS = ("auto", "cached", "full")
 
 #: ``progress(done, total)``, called after each image of :func:`score_matrix`.
@@ -157,23 +157,11 @@ def score_matrix(
             except Exception as exc:
                 if not is_oom(exc) or batch_size == 1:
                     raise
-                batch_size = _halve_after_oom(batch_size)
+                batch_size = halve_after_oom(batch_size, "captions")
         out[i] = row
         if progress is not None:
             progress(i + 1, len(images))
     return out
-
-
-def _halve_after_oom(batch_size: int) -> int:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    smaller = max(1, batch_size // 2)
-    warnings.warn(
-        f"out of memory at {batch_size} captions per batch; going on with {smaller}", stacklevel=3
-    )
-    return smaller
 
 
 # --------------------------------------------------------------------------- tokens

@@ -168,6 +168,30 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def release_accelerator_memory() -> None:
+    """Hand the CUDA allocator's cached blocks back after an out-of-memory error (no-op
+    without CUDA), so a smaller retry can use them."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def halve_after_oom(size: int, what: str, *, tried: int | None = None) -> int:
+    """The batch size to go on with after a batch of ``tried`` (default ``size``) ``what``
+    (e.g. "lines") ran out of memory: half of ``size``, at least one; frees the cached memory
+    and warns, naming both sizes."""
+    import warnings
+
+    release_accelerator_memory()
+    smaller = max(1, size // 2)
+    tried = size if tried is None else tried
+    warnings.warn(
+        f"out of memory at {tried} {what} per batch; going on with {smaller}", stacklevel=3
+    )
+    return smaller
+
+
 def flash_attention_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 

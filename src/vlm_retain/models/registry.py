@@ -27,6 +27,11 @@ from vlm_retain.errors import InputError
 
 #: The parameter groups every family splits into (see :func:`module_groups`).
 COMPONENTS = ("vision", "projector", "embeddings", "llm", "lm_head")
+#: The families with the Qwen input layout: ``pixel_values`` as patch rows with one
+#: ``image_grid_thw`` row per image, image tokens marked in ``mm_token_type_ids``, multimodal
+#: rotary positions from ``get_rope_index``, ``get_image_features`` on the inner model. The
+#: vision cache, packing, the sample cache and caption scoring rely on it.
+QWEN_LAYOUT_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 @dataclass(frozen=True)

@@ -54,12 +54,16 @@ def select_rows(inputs: Mapping[str, Any], rows: Any) -> dict[str, Any] | None:
     return out
 
 
-def _qwen_images(inputs: Mapping[str, Any], rows: Any) -> dict[str, Any] | None:
+def qwen_images_per_row(inputs: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """In a Qwen-layout batch: how many images each row holds (``(B,)``) and how many patch
+    rows of ``pixel_values`` each image owns (``(n_images,)``, images in row order); None when
+    that is not certain (no ``mm_token_type_ids``, videos, a grid or patch count that does not
+    add up). A batch without images: zeros and an empty tensor."""
     import torch
 
-    types = inputs["mm_token_type_ids"]
-    if bool((types == 2).any()):
-        return None  # videos
+    types = inputs.get("mm_token_type_ids")
+    if types is None or bool((types == 2).any()):
+        return None  # unknown layout, or videos
     grid = inputs.get("image_grid_thw")
     pixels = inputs.get("pixel_values")
     image = types == 1
@@ -67,14 +71,25 @@ def _qwen_images(inputs: Mapping[str, Any], rows: Any) -> dict[str, Any] | None:
     per_row = starts.sum(dim=1)
     n_images = int(per_row.sum())
     if grid is None or pixels is None:
-        return None if n_images else {}
-    if grid.shape[0] != n_images:
+        return (per_row, torch.zeros(0, dtype=torch.long)) if n_images == 0 else None
+    patches = grid.prod(dim=-1)
+    if grid.shape[0] != n_images or int(patches.sum()) != pixels.shape[0]:
         return None
+    return per_row, patches
+
+
+def _qwen_images(inputs: Mapping[str, Any], rows: Any) -> dict[str, Any] | None:
+    import torch
+
+    counts = qwen_images_per_row(inputs)
+    if counts is None:
+        return None
+    per_row, patches = counts
+    grid, pixels = inputs.get("image_grid_thw"), inputs.get("pixel_values")
+    if grid is None or pixels is None:
+        return {}
     owner = torch.repeat_interleave(torch.arange(len(per_row), device=per_row.device), per_row)
     keep_image = rows.to(owner.device)[owner]
-    patches = grid.prod(dim=-1)
-    if int(patches.sum()) != pixels.shape[0]:
-        return None
     if not bool(keep_image.any()):
         return {"pixel_values": None, "image_grid_thw": None}  # the kept rows are text only
     keep_patch = torch.repeat_interleave(keep_image.to(patches.device), patches)

@@ -33,10 +33,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from vlm_retain.errors import InputError
+from vlm_retain.models.registry import QWEN_LAYOUT_FAMILIES
 from vlm_retain.models.unwrap import unwrap
 
 #: Families whose forward reads packed ``(4, R, L)`` position ids as described above.
-PACKABLE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+PACKABLE_FAMILIES = QWEN_LAYOUT_FAMILIES
 DEFAULT_ROW_TOKENS = 4096
 
 

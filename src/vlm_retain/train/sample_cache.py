@@ -21,8 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from vlm_retain.models.registry import QWEN_LAYOUT_FAMILIES
+from vlm_retain.train.batch_rows import qwen_images_per_row
+
 #: Families whose processor returns per-image patch rows and grids that concatenate.
-CACHEABLE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+CACHEABLE_FAMILIES = QWEN_LAYOUT_FAMILIES
 #: Per-image tensors: patch rows (counted by the grid) and one grid row per image.
 _IMAGE_KEYS = ("pixel_values", "image_grid_thw")
 #: What pads a sequence key other than ``input_ids`` (which takes the tokenizer's pad id).
@@ -109,18 +112,12 @@ def split_rows(batch: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def _image_rows(ids: Any, batch: dict[str, Any], grid: Any, patches: Any) -> list[dict] | None:
     """Each row's ``pixel_values`` and ``image_grid_thw`` (empty dict for a text-only row)."""
-    size = ids.shape[0]
     if grid is None:
-        return [{} for _ in range(size)]
-    types = batch.get("mm_token_type_ids")
-    if types is None:
+        return [{} for _ in range(ids.shape[0])]
+    found = qwen_images_per_row(batch)
+    if found is None:
         return None
-    image = types == 1
-    starts = image & ~_shift_right(image)
-    per_row = starts.sum(dim=1).tolist()
-    if sum(per_row) != grid.shape[0] or int(grid.prod(dim=-1).sum()) != patches.shape[0]:
-        return None
-    counts = grid.prod(dim=-1).tolist()
+    per_row, counts = found[0].tolist(), found[1].tolist()
     out, image_index, patch_start = [], 0, 0
     for n_images in per_row:
         if n_images == 0:
@@ -136,12 +133,6 @@ def _image_rows(ids: Any, batch: dict[str, Any], grid: Any, patches: Any) -> lis
         image_index += n_images
         patch_start += n_patches
     return out
-
-
-def _shift_right(mask: Any) -> Any:
-    import torch
-
-    return torch.nn.functional.pad(mask[:, :-1], (1, 0), value=False)
 
 
 def join_rows(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from rich.console import Console
 
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json, read_marker, write_marker
-from vlm_retain.models.loading import is_oom
+from vlm_retain.models.loading import is_oom, release_accelerator_memory
 from vlm_retain.models.unwrap import unwrap
 from vlm_retain.train.callbacks import ParamDistance, TrainLog, check_trackers, step_line
 from vlm_retain.train.checkpoint import (
@@ -623,8 +623,7 @@ def train(
                     if not is_oom(exc):
                         raise
                     optimizer.zero_grad(set_to_none=True)
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
+                    release_accelerator_memory()
                     can_retry = (
                         attempt == 0
                         and not checkpointing

@@ -28,10 +28,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from vlm_retain.models.registry import QWEN_LAYOUT_FAMILIES
 from vlm_retain.models.unwrap import unwrap
 
 #: Families whose inner model exposes ``get_image_features`` as described above.
-CACHEABLE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+CACHEABLE_FAMILIES = QWEN_LAYOUT_FAMILIES
 DEFAULT_LIMIT_MIB = 2048
 _UNSET = (None, False)
 

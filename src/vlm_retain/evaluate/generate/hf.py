@@ -17,7 +17,6 @@ does) is still decoded greedily, and two models are compared under the same deco
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -101,7 +100,7 @@ class HFBackend(Backend):
     def generate(self, requests: Sequence[Request]) -> Iterator[Result]:
         """Results batch by batch; a batch that runs out of accelerator memory is retried at
         half the size (down to one line), and that size is kept for the rest."""
-        from vlm_retain.models.loading import is_oom
+        from vlm_retain.models.loading import halve_after_oom, is_oom
 
         pending, size, start = self.order(requests), self.config.batch_size, 0
         while start < len(pending):
@@ -111,12 +110,7 @@ class HFBackend(Backend):
             except Exception as exc:
                 if not is_oom(exc) or size == 1:
                     raise
-                size = max(1, size // 2)
-                _release_cached_memory()
-                warnings.warn(
-                    f"out of memory at {len(chunk)} lines per batch; going on with {size}",
-                    stacklevel=2,
-                )
+                size = halve_after_oom(size, "lines", tried=len(chunk))
                 continue
             yield from results
             start += len(chunk)
@@ -220,10 +214,3 @@ class HFBackend(Backend):
             kept.append(row if end is None else row[:end])
         texts = self.loaded.tokenizer.batch_decode(kept, skip_special_tokens=True)
         return [text.strip() for text in texts], counts
-
-
-def _release_cached_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
