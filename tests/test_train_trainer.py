@@ -215,15 +215,15 @@ def test_grad_norm_is_null_when_deepspeed_reports_none() -> None:
         lambda **kw: None,
         optimizer,
         [],
-        [(0, 0, batch)],
+        [(0, 0, [batch])],
         None,
         [weight],
         1.0,
-        lambda objectives, b, out: ((weight**2).sum(), {"ce": 1.0}),
+        lambda objectives, b, out, scale: ((weight**2).sum(), {"ce": 1.0, "total": 1.0}),
         lambda model, b: model(),
         lambda b, loaded: b,
     )
-    assert grad_norm is None and tokens == 2 and parts == {"ce": [1.0]}
+    assert grad_norm is None and tokens == 2 and parts == {"ce": [1.0], "total": [1.0]}
 
 
 def test_retention_watch_keeps_the_last_good_step() -> None:
@@ -259,8 +259,10 @@ def test_out_of_memory_says_what_to_lower(tmp_path: Path) -> None:
     assert is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert not is_oom(RuntimeError("shape mismatch"))
     message = str(oom_error(_cfg(tmp_path), checkpointing=False))
-    for key in ("train.batch_size", "data.max_pixels", "train.gradient_checkpointing"):
+    for key in ("train.chunk_rows (now 4", "data.max_pixels", "train.gradient_checkpointing"):
         assert key in message
+    message = str(oom_error(_cfg(tmp_path), checkpointing=True, chunk_rows=1))
+    assert "train.batch_size (now 4" in message and "gradient_checkpointing" not in message
     assert InputError("x").exit_code == 2
 
 

@@ -70,6 +70,7 @@ RESUME_FREE_KEYS = (
     "train.compile",
     "train.sample_cache_mib",
     "train.prefetch",
+    "train.chunk_rows",
 )
 
 

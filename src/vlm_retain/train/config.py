@@ -486,8 +486,17 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(
         None, ge=1, description="optimizer steps; overrides epochs when set"
     )
-    batch_size: int = Field(8, ge=1, description="samples per device per micro-step")
+    batch_size: int = Field(
+        8, ge=1, description="samples per device per micro-step (what one loss averages over)"
+    )
     grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    chunk_rows: Literal["auto"] | int = Field(
+        "auto",
+        description="samples per forward/backward pass: a micro-batch larger than this runs "
+        "in chunks whose losses are weighted as the whole batch's (the same step); auto = "
+        "chosen from free GPU memory at the start (the whole micro-batch where it fits, "
+        "gradient checkpointing only where no chunk fits without it); on CPU the whole batch",
+    )
     lr: float = Field(1e-4, gt=0, description="learning rate (components: tuning.lr)")
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
         "cosine", description="learning-rate schedule after warm-up"
@@ -561,6 +570,13 @@ class TrainConfig(_Section):
     def _yaml_bool(cls, value: Any) -> Any:
         # YAML 1.1 reads a bare on/off as a boolean
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("chunk_rows")
+    @classmethod
+    def _positive_rows(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("chunk_rows must be auto or at least 1")
+        return value
 
     @field_validator("report_to", mode="before")
     @classmethod

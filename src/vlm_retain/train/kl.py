@@ -178,6 +178,10 @@ class KLToBase:
         """The logits this objective reads (see :mod:`vlm_retain.train.positions`)."""
         return self.select(batch)
 
+    def normaliser(self, batch: Mapping[str, Any]) -> int:
+        """What the mean divides by: the positions compared (see ``CrossEntropy.normaliser``)."""
+        return int(self.select(batch).sum())
+
     def select(self, batch: Mapping[str, Any]) -> Any:
         """The ``(B, T)`` positions this objective compares for ``batch``."""
         mask = next_token_positions(batch, self.positions)

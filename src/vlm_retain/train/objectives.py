@@ -75,6 +75,8 @@ class CrossEntropy:
     name: str = "ce"
     source_names: Sequence[str] | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    #: how many tokens each ``extra`` mean is over (chunks of a batch are merged by them)
+    extra_counts: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, batch: Mapping[str, Any], outputs: Any) -> Any:
         import torch.nn.functional as F
@@ -84,7 +86,7 @@ class CrossEntropy:
 
         logits = outputs.logits
         mask = self.logit_positions(batch).to(logits.device)
-        self.extra = {}
+        self.extra, self.extra_counts = {}, {}
         if not mask.any():
             return logits.sum().float() * 0.0
         targets = batch["labels"].to(logits.device)[:, 1:][mask[:, :-1]]
@@ -93,9 +95,16 @@ class CrossEntropy:
             rows = sample_of_cells(batch, mask)
             sources = batch["source_ids"].to(logits.device)[rows.to(logits.device)]
             for sid in sources.unique().tolist():
-                value = token_loss[sources == sid].detach().mean()
-                self.extra[self._source_name(int(sid))] = float(value)
+                of_source = sources == sid
+                name = self._source_name(int(sid))
+                self.extra[name] = float(token_loss[of_source].detach().mean())
+                self.extra_counts[name] = float(of_source.sum())
         return token_loss.mean()
+
+    def normaliser(self, batch: Mapping[str, Any]) -> int:
+        """What the mean divides by: the supervised next tokens (a chunk's share of the
+        batch's loss is its share of them, :mod:`~vlm_retain.train.chunks`)."""
+        return int(self.logit_positions(batch).sum())
 
     def logit_positions(self, batch: Mapping[str, Any]) -> Any:
         """The logits this objective reads: the supervised next tokens."""
@@ -110,25 +119,40 @@ class CrossEntropy:
 
 
 def combine(
-    objectives: Iterable[Objective], batch: Mapping[str, Any], outputs: Any
+    objectives: Iterable[Objective],
+    batch: Mapping[str, Any],
+    outputs: Any,
+    scale: Mapping[str, float] | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """``(total, parts)``: ``total = sum(weight * value)`` over objectives with a non-zero
     weight; ``parts`` maps each name to its unweighted value, ``"<name>/<key>"`` to its
-    ``extra`` entries, and ``"total"`` to the total (floats, for logging)."""
+    ``extra`` entries, and ``"total"`` to the total (floats, for logging).
+
+    ``scale`` (a chunk of a micro-batch, :mod:`~vlm_retain.train.chunks`): each term is also
+    multiplied by ``scale[name]``, and an objective scaled by 0 is not computed at all (nor
+    in ``parts``); the total then stays attached to the graph even when every term is skipped.
+    """
     total = None
     parts: dict[str, float] = {}
+    seen: set[str] = set()
     for objective in objectives:
         if objective.weight == 0:
             continue
-        if objective.name in parts:
+        if objective.name in seen:
             raise InputError(f"two objectives are called {objective.name!r}")
+        seen.add(objective.name)
+        factor = 1.0 if scale is None else scale[objective.name]
+        if factor == 0:
+            continue
         value = objective(batch, outputs)
-        term = objective.weight * value
+        term = objective.weight * factor * value
         total = term if total is None else total + term
         parts[objective.name] = float(value.detach())
         for key, extra in (getattr(objective, "extra", None) or {}).items():
             parts[f"{objective.name}/{key}"] = float(extra)
-    if total is None:
+    if not seen:
         raise InputError("no objective with a non-zero weight", hint="set ce weight > 0")
+    if total is None:  # a chunk nothing reads (e.g. no answer tokens): zero, on the graph
+        total = outputs.logits.sum().float() * 0.0
     parts["total"] = float(total.detach())
     return total, parts

@@ -29,6 +29,7 @@ the run fails before its first checkpoint (bad input found late, out of memory).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -59,6 +60,12 @@ from vlm_retain.train.checkpoint import (
     save_final,
 )
 from vlm_retain.train.config import CONFIG_NAME, RunConfig, config_hash, save_resolved
+from vlm_retain.train.memory_plan import (
+    ChunkTrials,
+    MemoryGauge,
+    MemoryPlan,
+    optimizer_reserve_bytes,
+)
 from vlm_retain.train.prefetch import Prefetched, own_processor, wants_prefetch
 from vlm_retain.train.probe import Probe, ProbeResult, ProbeSuite, RetentionWatch, eval_loss
 
@@ -73,12 +80,16 @@ class TrainHooks:
 
     ``probe_suite(config.probe, loaded)`` builds the probe's items, generation and scoring;
     ``generator(loaded)`` builds greedy generation for self-replay; ``on_step(step)`` runs after
-    every optimizer step (tests raise there to simulate a crash).
+    every optimizer step (tests raise there to simulate a crash); ``memory_gauge`` measures the
+    trials of ``train.chunk_rows: auto``.
     """
 
     probe_suite: Callable[[Any, Any], ProbeSuite] | None = None
     generator: Callable[[Any], Callable[[list[Path | None], list[str]], list[str]]] | None = None
     on_step: Callable[[int], None] | None = None
+    #: measures trials for ``train.chunk_rows: auto`` (default: the CUDA allocator with a GPU,
+    #: none on CPU; tests plug in a gauge of a simulated device)
+    memory_gauge: MemoryGauge | None = None
     console: Console | None = field(default_factory=lambda: Console(markup=False, highlight=False))
 
 
@@ -153,10 +164,13 @@ def weights_dtype(model_dtype: str, precision: str) -> str:
     return model_dtype
 
 
-def oom_error(config: RunConfig, checkpointing: bool) -> InputError:
+def oom_error(config: RunConfig, checkpointing: bool, chunk_rows: int | None = None) -> InputError:
+    rows = chunk_rows or config.train.batch_size
     tips = [
-        f"train.batch_size (now {config.train.batch_size}; raise train.grad_accum to keep "
-        "the effective batch)"
+        f"train.chunk_rows (now {rows}; the same step in smaller forward passes)"
+        if rows > 1
+        else f"train.batch_size (now {config.train.batch_size}; raise train.grad_accum to "
+        "keep the effective batch)"
     ]
     tips.append(f"data.max_pixels (now {config.data.max_pixels or 'the processor limit'})")
     if not checkpointing:
@@ -196,9 +210,26 @@ def configure_deepspeed(plugin: Any, config: RunConfig, num_processes: int) -> d
 def enable_checkpointing(model: Any) -> None:
     """Gradient checkpointing without the reentrant variant (works with frozen inputs/PEFT)."""
     target = unwrap(model)
-    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5.2x renamed it (the old name warns); older releases have only the old one
+    kwargs = {"use_reentrant": False}
+    if hasattr(target, "activation_checkpointing_enable"):
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if hasattr(target.config, "use_cache"):
         target.config.use_cache = False
+
+
+def set_checkpointing(model: Any, on: bool) -> None:
+    """Gradient checkpointing on or off (the memory plan tries both)."""
+    target = unwrap(model)
+    if on:
+        enable_checkpointing(model)
+    elif hasattr(target, "activation_checkpointing_disable"):  # the names of enable_checkpointing
+        if target.is_activation_checkpointing:
+            target.activation_checkpointing_disable()
+    elif target.is_gradient_checkpointing:
+        target.gradient_checkpointing_disable()
 
 
 # --- the data stream -------------------------------------------------------------------------
@@ -241,15 +272,21 @@ class BatchStream:
                     del self._cache[old]
             return self._cache[e]
 
-    def from_position(self, pos: Position) -> Iterator[tuple[int, int, dict[str, Any]]]:
-        """``(epoch, batch index, collated batch)`` from ``pos`` on, forever."""
+    def from_position(
+        self, pos: Position, chunk_rows: int | None = None
+    ) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
+        """``(epoch, batch index, collated chunks)`` from ``pos`` on, forever: each micro-batch
+        collated in chunks of at most ``chunk_rows`` samples (None: one chunk)."""
+        from vlm_retain.train.chunks import split_rows
+
         epoch, index = pos.epoch, pos.batch
         while True:
             samples, batches = self.epoch(epoch)
             if index >= len(batches):
                 epoch, index = epoch + 1, 0
                 continue
-            yield epoch, index, self.collator([samples[i] for i in batches[index]])
+            rows = [samples[i] for i in batches[index]]
+            yield epoch, index, [self.collator(chunk) for chunk in split_rows(rows, chunk_rows)]
             index += 1
 
 
@@ -531,6 +568,7 @@ def train(
     # -- resume --------------------------------------------------------------------------------
     pos = Position()
     tokens = 0
+    state: dict[str, Any] = {}
     if resume_from is not None:
         state = load_checkpoint(
             resume_from,
@@ -543,6 +581,37 @@ def train(
         tokens = int(state.get("tokens", 0))
         watch.restore(state.get("retention", {}))
         say(f"resumed from {resume_from} (step {pos.step})")
+
+    # -- how many samples one forward holds (train.chunk_rows) ----------------------------------
+    def step_loss(module: Any, batch: dict[str, Any]) -> Any:
+        return combine(objectives, batch, forward(module, batch))[0]
+
+    model.train()
+    chunk_rows, checkpointing, memory_plan = choose_chunk_rows(
+        config,
+        accelerator,
+        state,
+        checkpointing,
+        lambda gauge: ChunkTrials(
+            accelerator=accelerator,
+            model=model,
+            samples=first,
+            collate=collator,
+            prepare=lambda batch: prepare(batch, loaded),
+            loss=step_loss,
+            set_checkpointing=lambda on: set_checkpointing(model, on),
+            gauge=gauge,
+            reserve_bytes=optimizer_reserve_bytes(optimizer, trainable),
+        ),
+        hooks.memory_gauge,
+    )
+    set_checkpointing(model, checkpointing)
+    if memory_plan is not None:
+        say(
+            f"memory plan: chunks of {chunk_rows} of {tc.batch_size} samples, gradient "
+            f"checkpointing {'on' if checkpointing else 'off'} ({memory_plan.reason}; "
+            f"{len(memory_plan.trials)} trials)"
+        )
 
     # -- the run folder: created only now -------------------------------------------------------
     # created: this run owns the folder, so a failure before its first checkpoint removes it.
@@ -567,7 +636,13 @@ def train(
     )
 
     def checkpoint(step_pos: Position) -> None:
-        extra = {"tokens": tokens, "retention": watch.state(), "config_hash": config_hash(config)}
+        extra = {
+            "tokens": tokens,
+            "retention": watch.state(),
+            "config_hash": config_hash(config),
+            "chunk_rows": chunk_rows,
+            "gradient_checkpointing": checkpointing,
+        }
         save_checkpoint(
             run_dir,
             accelerator=accelerator,
@@ -588,22 +663,28 @@ def train(
     try:
         if watch.floor is not None and pos.step == 0:
             checkpoint(pos)  # the base state: what is kept if the first probe already fails
-        model.train()
-        first_step = (
-            pos.step
-        )  # out of memory on this process's first step: retry with checkpointing
-        stream_iter = stream.from_position(pos)
-        if prefetch:
-            stream_iter = prefetched = Prefetched(stream_iter)
+        # out of memory on this process's first step: smaller chunks (chunk_rows auto), then
+        # gradient checkpointing (auto), and the step again
+        first_step = pos.step
+        can_split = tc.chunk_rows == "auto" and not _is_deepspeed(accelerator)
+
+        def batches_from(start: Position) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
+            nonlocal prefetched
+            if prefetched is not None:
+                prefetched.close()
+                prefetched = None
+            batches = stream.from_position(start, chunk_rows)
+            if prefetch:
+                batches = prefetched = Prefetched(batches)
+            return batches
+
+        stream_iter = batches_from(pos)
         while pos.step < steps:
             step_start = time.perf_counter()
-            micro = []
-            for _ in range(tc.grad_accum):
-                epoch, index, batch = next(stream_iter)
-                micro.append((epoch, index, batch))
-            parts_sum: dict[str, list[float]] = {}
-            step_tokens = 0
-            for attempt in (0, 1):
+            micro: list[tuple[int, int, list[dict[str, Any]]]] = []
+            while True:
+                if not micro:
+                    micro = [next(stream_iter) for _ in range(tc.grad_accum)]
                 try:
                     parts_sum, step_tokens, grad_norm = _optimizer_step(
                         accelerator,
@@ -624,18 +705,19 @@ def train(
                         raise
                     optimizer.zero_grad(set_to_none=True)
                     release_accelerator_memory()
-                    can_retry = (
-                        attempt == 0
-                        and not checkpointing
-                        and tc.gradient_checkpointing == "auto"
-                        and pos.step == first_step
-                    )
-                    if not can_retry:
-                        raise oom_error(config, checkpointing) from None
-                    say("out of memory: turning gradient checkpointing on and retrying the step")
-                    enable_checkpointing(accelerator.unwrap_model(model))
-                    checkpointing = True
                     accelerator.step = 0
+                    if pos.step != first_step:
+                        raise oom_error(config, checkpointing, chunk_rows) from None
+                    if can_split and chunk_rows > 1:
+                        chunk_rows = math.ceil(chunk_rows / 2)
+                        say(f"out of memory: chunks of {chunk_rows} samples, retrying the step")
+                        stream_iter, micro = batches_from(pos), []
+                    elif tc.gradient_checkpointing == "auto" and not checkpointing:
+                        say("out of memory: gradient checkpointing on, retrying the step")
+                        set_checkpointing(model, True)
+                        checkpointing = True
+                    else:
+                        raise oom_error(config, checkpointing, chunk_rows) from None
             lrs = {f"lr/{g.get('component', 'default')}": g["lr"] for g in optimizer.param_groups}
             scheduler.step()  # the lrs logged are those this step used
             last_epoch, last_index, _ = micro[-1]
@@ -731,6 +813,8 @@ def train(
         "sources": sources,
         "precision": accelerator.mixed_precision,
         "gradient_checkpointing": checkpointing,
+        "chunk_rows": chunk_rows,
+        "memory_plan": memory_plan.summary() if memory_plan is not None else None,
         "processes": accelerator.num_processes,
         "probe": {
             "base": base_probe.log_fields() if base_probe else None,
@@ -755,6 +839,56 @@ def train(
     return TrainOutcome(run_dir, final, summary)
 
 
+def choose_chunk_rows(
+    config: RunConfig,
+    accelerator: Any,
+    state: dict[str, Any],
+    checkpointing: bool,
+    trials_for: Callable[[MemoryGauge], Any],
+    gauge: MemoryGauge | None,
+) -> tuple[int, bool, MemoryPlan | None]:
+    """``train.chunk_rows`` resolved: ``(rows, gradient checkpointing, plan)``.
+
+    A number is taken as given (at most the micro-batch). ``auto``: the choice a resumed
+    checkpoint recorded; else the memory plan (:mod:`~vlm_retain.train.memory_plan`) where a
+    gauge measures it (the CUDA allocator, or a test's); else, on CPU, the whole micro-batch.
+    Under DeepSpeed, whose engine counts every backward as a micro-step, a micro-batch is never
+    split.
+    """
+    from vlm_retain.train.memory_plan import GIB, CudaGauge, choose_plan
+
+    tc = config.train
+    deepspeed = _is_deepspeed(accelerator)
+    if tc.chunk_rows != "auto":
+        rows = min(tc.chunk_rows, tc.batch_size)
+        if rows < tc.batch_size and deepspeed:
+            raise InputError(
+                f"train.chunk_rows {rows} splits micro-batches, which DeepSpeed cannot count",
+                field="train.chunk_rows",
+                hint="set it to auto, or lower train.batch_size and raise train.grad_accum",
+            )
+        return rows, checkpointing, None
+    if "chunk_rows" in state:
+        recorded = bool(state.get("gradient_checkpointing"))
+        keep = checkpointing or (tc.gradient_checkpointing == "auto" and recorded)
+        return min(int(state["chunk_rows"]), tc.batch_size), keep, None
+    if gauge is None and accelerator.device.type == "cuda":
+        gauge = CudaGauge(accelerator.device)
+    if gauge is None or deepspeed:
+        return tc.batch_size, checkpointing, None
+    trials = trials_for(gauge)
+    plan = choose_plan(
+        tc.batch_size, trials, tc.gradient_checkpointing, trials.capacity_bytes / GIB
+    )
+    return plan.rows, plan.checkpointing, plan
+
+
+def _is_deepspeed(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
 def _optimizer_step(
     accelerator: Any,
     model: Any,
@@ -768,26 +902,36 @@ def _optimizer_step(
     forward: Any,
     prepare: Any,
 ) -> tuple[dict[str, list[float]], int, float | None]:
-    """Forward/backward over the micro-batches, clip, one optimizer step; the logged parts."""
+    """Forward/backward over the micro-batches (each in its chunks), clip, one optimizer
+    step; the logged parts, as the unsplit micro-batches would log them."""
+    from vlm_retain.train.chunks import ChunkParts, chunk_scales
     from vlm_retain.train.packing import count_tokens
 
     parts_sum: dict[str, list[float]] = {}
     tokens = 0
     grad_norm = None
-    for _, _, batch in micro:
-        batch = prepare(batch, loaded)
-        tokens += count_tokens(batch)
+    for _, _, chunks in micro:
+        prepared = [prepare(chunk, loaded) for chunk in chunks]
+        tokens += sum(count_tokens(chunk) for chunk in prepared)
+        scales = chunk_scales(objectives, prepared) if len(prepared) > 1 else [None]
+        merged = ChunkParts(objectives)
         with accelerator.accumulate(model):
-            outputs = forward(model, batch)
-            loss, parts = combine(objectives, batch, outputs)
-            accelerator.backward(loss)
+            for i, (chunk, scale) in enumerate(zip(prepared, scales, strict=True)):
+                # DDP reduces gradients once, on the micro-batch's last chunk
+                inner = accelerator.sync_gradients and i < len(prepared) - 1
+                with accelerator.no_sync(model) if inner else contextlib.nullcontext():
+                    outputs = forward(model, chunk)
+                    loss, parts = combine(objectives, chunk, outputs, scale)
+                    accelerator.backward(loss)
+                merged.add(parts, scale)
+                del outputs, loss
             if accelerator.sync_gradients and max_grad_norm is not None:
                 # DeepSpeed clips inside its own step and may report no norm (None)
                 norm = accelerator.clip_grad_norm_(trainable, max_grad_norm)
                 grad_norm = float(norm) if norm is not None else None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        for key, value in parts.items():
+        for key, value in merged.merged().items():
             parts_sum.setdefault(key, []).append(value)
     return parts_sum, tokens, grad_norm
 
