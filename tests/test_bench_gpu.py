@@ -213,6 +213,7 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
         "train/llm-attn",
         "train/full",
         "train/ours-compiled-b2",
+        "train/ours-planned-b4",
         "eval/ours-static-b2",
     ]
     assert all(c["status"] == "ok" for c in data["cases"]), data["cases"]
@@ -240,6 +241,73 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
     assert "per window size" in rows["probe/vision-forward-segments"]["what"]
     assert math.isfinite(data["train"]["vision_segments_speedup"])
     assert data["train"]["best_case"].startswith("train/ours")
+    # nothing caps memory here: the whole micro-batch in one pass, after one trial
+    plan = rows["train/ours-planned-b4"]["memory_plan"]
+    assert (plan["chunk_rows"], plan["gradient_checkpointing"], len(plan["trials"])) == (
+        4,
+        False,
+        1,
+    )
+    assert data["train"]["planned_chunk_rows"] == 4
+
+
+def test_the_chunked_step_gives_the_whole_batch_loss_and_gradients():
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = gpu.load_config("tiny")
+    base = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="sdpa")
+    targets = r".*language_model.*\.(q_proj|v_proj)"
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    batch = gpu.synthetic_batch(cfg, 5, answer=True)
+    objectives = gpu.our_objectives(model, teacher=True)
+    results = []
+    for rows in (5, 2):
+        model.zero_grad()
+        chunks, scales = gpu._chunked(batch, rows, objectives)
+        assert len(chunks) == (1 if rows == 5 else 3)
+        total = 0.0
+        for chunk, scale in zip(chunks, scales, strict=True):
+            loss = gpu.training_loss(
+                model, chunk, answer_logits=True, teacher=True, objectives=objectives, scale=scale
+            )
+            loss.backward()
+            total += loss.item()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((total, grads))
+    (whole, whole_grads), (split, split_grads) = results
+    assert split == pytest.approx(whole, rel=1e-5)
+    assert whole_grads.keys() == split_grads.keys() and whole_grads
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(split_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_capped_memory_plan_splits_the_batch(run_cli, tmp_path):
+    """On a card with less memory than the micro-batch needs in one pass (here a cap on the
+    CPU's saved-tensor gauge) the planned case runs it in chunks."""
+    out = tmp_path / "bench.json"
+    result = run_cli(
+        "bench", "gpu", "--shape", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+        "--only", "train/lora,train/ours-planned-b8", "--planned-batch-sizes", "8",
+        "--memory-cap-gib", "0.02", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    data = json.loads(out.read_text(encoding="utf-8"))
+    row = {c["name"]: c for c in data["cases"]}["train/ours-planned-b8"]
+    assert row["status"] == "ok", row
+    plan = row["memory_plan"]
+    assert plan["capacity_gib"] == 0.02
+    assert plan["trials"][0] == {**plan["trials"][0], "rows": 8, "fits": False}
+    assert plan["chunk_rows"] < 8 or plan["gradient_checkpointing"]
+    assert "memory plan: chunks of" in row["what"]
+    summary = data["train"]
+    assert summary["planned_batch_size"] == 8 and summary["planned_trials"] == len(plan["trials"])
+    assert math.isfinite(summary["planned_tokens_per_s"]) and summary["planned_speedup"] > 0
 
 
 @pytest.mark.slow

@@ -156,3 +156,69 @@ def test_compiled_decoder_layers():
     finally:
         uncompile_layers(model, family)
     _compare("compiled decoder layers", plain, ours)
+
+
+def test_micro_batch_in_chunks():
+    """``train.chunk_rows``: the micro-batch in chunks of 3 (3 + 3 + 2 rows, one without a
+    replay row) against one pass."""
+    model, config = _model()
+    batch = _batch(config, replay=True)
+    plain = _step(model, batch, teacher=True, on="replay")
+    objectives = gpu.our_objectives(model, True, on="replay")
+    model.zero_grad(set_to_none=True)
+    chunks, scales = gpu._chunked(batch, 3, objectives)
+    assert len(chunks) == 3 and not bool(chunks[-1]["replay"].any())
+    total = 0.0
+    for chunk, scale in zip(chunks, scales, strict=True):
+        loss = gpu.training_loss(
+            model, chunk, answer_logits=True, teacher=True, objectives=objectives, scale=scale
+        )
+        loss.backward()
+        total += float(loss)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    _compare("micro-batch in chunks of 3", plain, (total, grads))
+
+
+def test_memory_plan_trials_on_the_device():
+    """The CUDA gauge measures a trial: a larger chunk has a larger peak, and a cap below the
+    whole batch's need makes the plan split it (with checkpointing off)."""
+    from vlm_retain.train.memory_plan import (
+        GIB,
+        CappedGauge,
+        ChunkTrials,
+        CudaGauge,
+        choose_plan,
+    )
+
+    if DEVICE != "cuda":
+        pytest.skip("the CUDA allocator's gauge")
+    model, config = _model()
+    batch = _batch(config, size=16)
+    objectives = gpu.our_objectives(model, False)
+
+    def trials(gauge):
+        return ChunkTrials(
+            model=model,
+            groups=[list(range(16))],
+            collate=lambda rows: gpu._rows_of(batch, rows),
+            prepare=lambda chunk: chunk,
+            loss=lambda m, chunk: gpu.training_loss(
+                m, chunk, answer_logits=True, teacher=False, objectives=objectives
+            ),
+            set_checkpointing=lambda on: None,
+            gauge=gauge,
+            reserve_bytes=lambda rows: 0,
+        )
+
+    measure = trials(CudaGauge(torch.device(DEVICE)))
+    assert measure.capacity_bytes > 0
+    whole, quarter = measure(16, False, False), measure(4, False, False)
+    assert whole.fits and quarter.fits and whole.peak_gib > quarter.peak_gib
+    cap = (whole.need_gib + quarter.need_gib) / 2 / 0.9 * GIB
+    plan = choose_plan(16, trials(CappedGauge(CudaGauge(torch.device(DEVICE)), cap)), "off", 1.0)
+    print(
+        f"equivalence: memory plan on {DEVICE}: whole batch {whole.peak_gib:.3f} GiB, "
+        f"a quarter {quarter.peak_gib:.3f} GiB; capped at {cap / GIB:.3f} GiB: chunks of "
+        f"{plan.rows}"
+    )
+    assert 4 <= plan.rows < 16

@@ -20,6 +20,7 @@ from tests.test_train_packing import _move_off_the_base
 from tests.test_train_packing import _tuned as tuned_model
 from tests.test_train_trainer import base_config, make_data
 from vlm_retain.errors import InputError
+from vlm_retain.train.memory_plan import SavedTensorGauge
 
 REPLAY = [True, False, False, True, False]
 SOURCES = [0, 1, 1, 0, 1]
@@ -215,46 +216,22 @@ def test_plan_prefers_the_whole_batch_then_smaller_chunks_then_checkpointing() -
         assert err.value.field == "train.chunk_rows"
 
 
-class SimulatedDevice:
+class SimulatedDevice(SavedTensorGauge):
     """A device for CPU tests: a trial's "memory" is the bytes autograd saves for backward (the
     activations, which grow with the rows), and the allocator fails past ``budget`` bytes by
     raising CUDA's out-of-memory error, as a GPU does mid-forward."""
 
-    def __init__(self, budget: float = float("inf"), capacity: float = 1e15) -> None:
+    def __init__(self, budget: float = float("inf"), capacity: float = float("inf")) -> None:
+        super().__init__(capacity)
         self.budget = budget
-        self.capacity = capacity
-        self.saved = 0
-        self.peaks: list[int] = []
-        self._hooks: Any = None
 
-    def reset(self) -> None:
+    def _pack(self, tensor):
         import torch
 
-        self._close()
-        self.saved = 0
-
-        def pack(tensor):
-            self.saved += tensor.numel() * tensor.element_size()
-            if self.saved > self.budget:
-                self._close()
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 MiB")
-            return tensor
-
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)
-        self._hooks.__enter__()
-
-    def peak_bytes(self) -> int:
-        self._close()
-        self.peaks.append(self.saved)
-        return self.saved
-
-    def capacity_bytes(self) -> int:
-        return int(self.capacity)
-
-    def _close(self) -> None:
-        if self._hooks is not None:
-            hooks, self._hooks = self._hooks, None
-            hooks.__exit__(None, None, None)
+        tensor = super()._pack(tensor)
+        if self.saved > self.budget:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 MiB")
+        return tensor
 
 
 def test_trials_measure_the_run_without_touching_its_rng(qwen_folder) -> None:
@@ -262,7 +239,7 @@ def test_trials_measure_the_run_without_touching_its_rng(qwen_folder) -> None:
     from accelerate import Accelerator
 
     from vlm_retain.train.collate import Collator
-    from vlm_retain.train.memory_plan import ChunkTrials, choose_plan
+    from vlm_retain.train.memory_plan import ChunkTrials, choose_plan, longest_by_modality
     from vlm_retain.train.mixture import Sample
     from vlm_retain.train.objectives import combine, model_inputs
 
@@ -284,19 +261,19 @@ def test_trials_measure_the_run_without_touching_its_rng(qwen_folder) -> None:
         return ChunkTrials(
             accelerator=Accelerator(cpu=True),
             model=model,
-            samples=samples,
+            groups=longest_by_modality(samples),
             collate=collator,
             prepare=lambda batch: batch,
             loss=lambda m, b: combine(objectives, b, m(**model_inputs(b)))[0],
             set_checkpointing=lambda on: None,
             gauge=gauge,
-            reserve_bytes=reserve,
+            reserve_bytes=lambda rows: reserve,
         )
 
     state = torch.random.get_rng_state()
     probe = trials(device)
-    assert [len(group) for group in probe.longest] == [1, 5]  # text-only, image rows
-    assert [s.tokens for s in probe.longest[1]] == sorted(
+    assert [len(group) for group in probe.groups] == [1, 5]  # text-only, image rows
+    assert [s.tokens for s in probe.groups[1]] == sorted(
         (s.tokens for s in samples[:5]), key=lambda t: -t
     )
     whole, half = probe(4, False, True), probe(2, False, False)
@@ -374,7 +351,33 @@ def test_a_run_in_chunks_logs_the_same_losses(data, whole_run, tmp_path) -> None
     _same_losses(_run(data, out, chunk_rows=3), whole_run)
     assert read_json(out / "train_summary.json")["chunk_rows"] == 3
     state = read_state(out / "checkpoints" / "step-000002")
-    assert (state["chunk_rows"], state["gradient_checkpointing"]) == (3, False)
+    assert (state["chunk_rows"], state["chunk_rows_auto"]) == (3, False)
+    assert state["gradient_checkpointing"] is False
+
+
+def test_chunks_of_packed_rows_log_the_same_losses(data, whole_run, tmp_path) -> None:
+    _same_losses(_run(data, tmp_path / "packed", chunk_rows=3, packing="on"), whole_run)
+
+
+def test_checkpointing_on_and_off_leaves_nothing_behind(qwen_folder) -> None:
+    """The plan's trials switch checkpointing; switched off, no hook may keep making the
+    embeddings' outputs require grad (a frozen tower would then be backpropagated)."""
+    from vlm_retain.models.unwrap import unwrap
+    from vlm_retain.train.trainer import set_checkpointing
+
+    _, model = tuned_model(qwen_folder, "lora")
+    target = unwrap(model)
+
+    def hooks() -> int:
+        return len(getattr(target, "_require_grads_hooks", None) or [])
+
+    set_checkpointing(model, False)  # never on: nothing to undo
+    set_checkpointing(model, True)
+    on = hooks()
+    set_checkpointing(model, True)
+    assert hooks() == on and target.is_activation_checkpointing
+    set_checkpointing(model, False)
+    assert hooks() == 0 and not target.is_activation_checkpointing
 
 
 def test_the_memory_plan_chooses_chunks_in_a_run(data, whole_run, tmp_path) -> None:
@@ -406,9 +409,7 @@ def test_the_memory_plan_chooses_chunks_in_a_run(data, whole_run, tmp_path) -> N
     _same_losses(logs, whole_run)
 
 
-def test_out_of_memory_on_the_first_step_halves_the_chunks(
-    data, whole_run, tmp_path, monkeypatch
-) -> None:
+def test_out_of_memory_on_the_first_step_halves_the_chunks(data, tmp_path, monkeypatch) -> None:
     import torch
 
     from vlm_retain.train import trainer
@@ -416,19 +417,29 @@ def test_out_of_memory_on_the_first_step_halves_the_chunks(
     original = trainer._optimizer_step
     seen: list[int] = []
 
-    def on_a_small_device(accelerator, model, optimizer, objectives, micro, *rest):
-        rows = max(len(chunk["input_ids"]) for _, _, chunks in micro for chunk in chunks)
-        seen.append(rows)
-        if rows > 2:  # the device holds two samples per forward
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return original(accelerator, model, optimizer, objectives, micro, *rest)
+    def on_a_small_device(*args):
+        *head, forward, prepare = args
 
+        def forward_or_fail(model, chunk):
+            rows = len(chunk["input_ids"])
+            seen.append(rows)
+            # the device holds two samples per forward; the first pass gets through (its
+            # gradients are accumulated before the failure, and must not count twice)
+            if rows > 2 and len(seen) > 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+            return forward(model, chunk)
+
+        return original(*head, forward_or_fail, prepare)
+
+    # three micro-batches a step: the failure comes in the second, while accelerate still
+    # accumulates (its optimizer's zero_grad then does nothing)
+    reference = _run(data, tmp_path / "reference", grad_accum=3)
     monkeypatch.setattr(trainer, "_optimizer_step", on_a_small_device)
     out = tmp_path / "fallback"
-    logs = _run(data, out)
-    assert seen[:2] == [4, 2]
+    logs = _run(data, out, grad_accum=3)
+    assert seen[:3] == [4, 4, 2]
     assert read_json(out / "train_summary.json")["chunk_rows"] == 2
-    _same_losses(logs, whole_run)
+    _same_losses(logs, reference)
 
     # a fixed chunk size is the user's: out of memory is an error saying what to lower
     with pytest.raises(InputError, match="out of memory") as err:
@@ -463,13 +474,43 @@ def test_chunk_rows_resolution(tmp_path: Path) -> None:
     assert choose_chunk_rows(config(), cpu, {}, False, never, None) == (4, False, None)
     assert choose_chunk_rows(config(chunk_rows=9), cpu, {}, False, never, None) == (4, False, None)
     assert choose_chunk_rows(config(chunk_rows=3), cpu, {}, False, never, None) == (3, False, None)
-    recorded = {"chunk_rows": 2, "gradient_checkpointing": True}
+    recorded = {"chunk_rows": 2, "chunk_rows_auto": True, "gradient_checkpointing": True}
     assert choose_chunk_rows(config(), cpu, recorded, False, never, None) == (2, True, None)
     off = config(gradient_checkpointing="off")
     assert choose_chunk_rows(off, cpu, recorded, False, never, None) == (2, False, None)
+    # a number the user had set is not a plan to keep; DeepSpeed never splits
+    fixed = {**recorded, "chunk_rows_auto": False}
+    assert choose_chunk_rows(config(), cpu, fixed, False, never, None) == (4, False, None)
+    assert choose_chunk_rows(config(), ds, recorded, False, never, None) == (4, False, None)
     assert choose_chunk_rows(config(), ds, {}, False, never, SimulatedDevice()) == (4, False, None)
     with pytest.raises(InputError, match="DeepSpeed") as err:
         choose_chunk_rows(config(chunk_rows=2), ds, {}, False, never, None)
     assert err.value.field == "train.chunk_rows"
     with pytest.raises(InputError, match="chunk_rows"):
         config(chunk_rows=0)
+
+
+def test_a_failed_step_leaves_no_gradients_and_no_unscaled_record() -> None:
+    """fp16: clipping unscales the gradients; a step that then runs out of memory (AdamW
+    allocating its state) must not make the retried step's unscale refuse to run."""
+    import types
+
+    import torch
+
+    from vlm_retain.train.trainer import _forget_step
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    accelerator = types.SimpleNamespace(scaler=scaler)
+    scaler.scale((weight * 2).sum()).backward()
+    scaler.unscale_(optimizer)
+    with pytest.raises(RuntimeError, match="unscale_"):
+        scaler.unscale_(optimizer)  # what the retry would meet
+    _forget_step(accelerator, [weight])
+    assert weight.grad is None
+    scaler.scale((weight * 2).sum()).backward()
+    scaler.unscale_(optimizer)  # the retried step's clipping
+    scaler.step(optimizer)
+    scaler.update()
+    assert torch.equal(weight.detach(), torch.full((3,), 0.8))

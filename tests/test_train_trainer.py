@@ -196,7 +196,10 @@ def test_grad_norm_is_null_when_deepspeed_reports_none() -> None:
     from vlm_retain.train.trainer import _optimizer_step
 
     class Accel:
+        from accelerate.utils import DistributedType
+
         sync_gradients = True
+        distributed_type = DistributedType.NO
 
         def accumulate(self, model):
             return contextlib.nullcontext()

@@ -398,6 +398,8 @@ class BenchOptions:
     eval_batch_sizes: tuple[int, ...] | None = None
     static_batch_sizes: tuple[int, ...] | None = None
     ours_batch_sizes: tuple[int, ...] | None = None
+    planned_batch_sizes: tuple[int, ...] | None = None
+    memory_cap_gib: float | None = None
     full_shape: str = "auto"
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
@@ -421,6 +423,7 @@ class BenchOptions:
             eval_batch_sizes=self.eval_batch_sizes or ((32, 64, 128, 256) if gpu else (2, 4)),
             static_batch_sizes=self.static_batch_sizes or ((256,) if gpu else (2,)),
             ours_batch_sizes=self.ours_batch_sizes or ((bs, 4 * bs) if gpu else (bs, 2 * bs)),
+            planned_batch_sizes=self.planned_batch_sizes or ((256,) if gpu else (4,)),
             full_shape=(
                 ("tiny" if self.shape == "tiny" else "3b")
                 if self.full_shape == "auto"
@@ -697,6 +700,47 @@ class Bench:
 
     # -- training
 
+    def memory_plan(
+        self,
+        model: Any,
+        base: Any,
+        batch: dict[str, Any],
+        objectives: list[Any],
+        teacher: bool,
+        optimizer: Any,
+    ) -> Any:
+        """``train.chunk_rows: auto`` for this batch: the trainer's trials and choice, measured
+        by the CUDA allocator (on CPU: bytes saved for backward), capped at
+        ``--memory-cap-gib`` to see what a smaller card would get."""
+        from vlm_retain.train.memory_plan import (
+            GIB,
+            CappedGauge,
+            ChunkTrials,
+            CudaGauge,
+            SavedTensorGauge,
+            choose_plan,
+            step_reserve,
+        )
+
+        gauge: Any = CudaGauge(self.device) if self.cuda else SavedTensorGauge()
+        if self.opts.memory_cap_gib:
+            gauge = CappedGauge(gauge, self.opts.memory_cap_gib * GIB)
+        size = int(batch["input_ids"].shape[0])
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        trials = ChunkTrials(
+            model=model,
+            groups=[list(range(size))],
+            collate=lambda rows: _rows_of(batch, rows),
+            prepare=lambda chunk: chunk,
+            loss=lambda m, chunk: training_loss(
+                m, chunk, answer_logits=True, teacher=teacher, objectives=objectives
+            ),
+            set_checkpointing=lambda on: _checkpointing(base, on),
+            gauge=gauge,
+            reserve_bytes=step_reserve(optimizer, trainable, batch_size=size, grad_accum=1),
+        )
+        return choose_plan(size, trials, "auto", trials.capacity_bytes / GIB)
+
     def train_case(
         self,
         shape: str,
@@ -709,6 +753,7 @@ class Bench:
         vision_cache: bool = False,
         replay_every: int | None = None,
         compiled: bool = False,
+        planned: bool = False,
     ) -> dict[str, Any]:
         """Time ``steps`` optimizer steps (after ``warmup``) of one training setting.
 
@@ -718,7 +763,9 @@ class Bench:
         n-th row as replay and runs the KL on those rows only, as ``vlm-retain train`` does with
         ``kl_to_base.scope: replay``; the reference forward then covers those rows alone.
         ``compiled`` (ours) compiles each decoder layer (``train.compile``); the warm-up steps
-        (at least two) pay the compilation.
+        (at least two) pay the compilation. ``planned`` (ours) runs ``train.chunk_rows: auto``:
+        the memory plan's trials on this device (capped at ``--memory-cap-gib``), then steps of
+        the whole micro-batch in the chunks it chose (the peak is that of the steps).
         """
         import torch
 
@@ -776,6 +823,18 @@ class Bench:
                 _require_kept_logits(model)
             scope = "replay" if replay_every else "all"
             objectives = our_objectives(model, teacher, on=scope) if answer_logits else None
+            chunks: list[dict[str, Any]] = [batch]
+            scales: list[Any] = [None]
+            if planned:
+                if not answer_logits:
+                    raise CaseError("the memory plan is part of our step only")
+                started = time.perf_counter()
+                plan = self.memory_plan(model, base, batch, objectives, teacher, optimizer)
+                checkpointing = plan.checkpointing  # turned off again below
+                _checkpointing(base, checkpointing)  # the choice, not the last trial's
+                plan_row = {**plan.summary(), "plan_s": time.perf_counter() - started}
+                chunks, scales = _chunked(batch, plan.rows, objectives)
+                reset_peak(self.device)  # the steps' peak, not the trials'
             # a cached case fills the cache in an untimed step first; a compiled one compiles
             # the forward and the backward there
             warmup = self.opts.warmup
@@ -785,17 +844,21 @@ class Bench:
                 if i == warmup:
                     synchronize(self.device)
                     t0 = time.perf_counter()
-                loss = training_loss(
-                    model,
-                    batch,
-                    answer_logits=answer_logits,
-                    teacher=teacher,
-                    objectives=objectives,
-                )
-                loss.backward()
+                step_loss = 0.0
+                for chunk, scale in zip(chunks, scales, strict=True):
+                    loss = training_loss(
+                        model,
+                        chunk,
+                        answer_logits=answer_logits,
+                        teacher=teacher,
+                        objectives=objectives,
+                        scale=scale,
+                    )
+                    loss.backward()
+                    step_loss = step_loss + loss.detach()  # the chunks' terms add up
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.detach())
+                losses.append(step_loss)
             synchronize(self.device)
             step_s = (time.perf_counter() - t0) / self.opts.steps
             peak = peak_gib(self.device)
@@ -808,7 +871,7 @@ class Bench:
                 uncompile_layers(model, get_family("qwen2_5_vl"))
             if cache is not None:
                 cache.remove()
-            if checkpointing:
+            if checkpointing or planned:  # the plan's trials may have left it on
                 _checkpointing(base, False)
             if optimizer is not None:
                 optimizer.state.clear()
@@ -848,6 +911,12 @@ class Bench:
                 raise CaseError("the vision-feature cache was never hit")
         if compiled:
             row["what"] += ", decoder layers compiled (torch.compile)"
+        if planned:
+            row["what"] += (
+                f", memory plan: chunks of {plan_row['chunk_rows']}, gradient checkpointing "
+                f"{'on' if plan_row['gradient_checkpointing'] else 'off'} ({plan_row['reason']})"
+            )
+            row["memory_plan"] = plan_row
         if replay_every:
             row["what"] += f", KL on replay rows only (1 in {replay_every})"
             row["replay_rows"] = int(batch["replay"].sum())
@@ -863,6 +932,31 @@ def _checkpointing(model: Any, on: bool) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_disable()
+
+
+def _rows_of(batch: dict[str, Any], rows: Sequence[int]) -> dict[str, Any]:
+    """The synthetic batch's ``rows`` (images included), as the collator would give them."""
+    import torch
+
+    from vlm_retain.train.batch_rows import select_rows
+
+    keep = torch.zeros(batch["input_ids"].shape[0], dtype=torch.bool)
+    keep[list(rows)] = True
+    chunk = select_rows(batch, keep)
+    if chunk is None:
+        raise CaseError("this batch's rows cannot be cut")
+    return chunk
+
+
+def _chunked(batch: dict[str, Any], rows: int, objectives: list[Any]) -> tuple[list, list]:
+    """``batch`` in chunks of ``rows`` and each chunk's objective scales (one chunk: None)."""
+    from vlm_retain.train.chunks import chunk_scales, split_rows
+
+    size = int(batch["input_ids"].shape[0])
+    chunks = [_rows_of(batch, part) for part in split_rows(list(range(size)), rows)]
+    if len(chunks) == 1:
+        return [batch], [None]
+    return chunks, chunk_scales(objectives, chunks)
 
 
 def _require_kept_logits(model: Any) -> None:
@@ -886,6 +980,7 @@ def training_loss(
     answer_logits: bool,
     teacher: bool,
     objectives: list[Any] | None = None,
+    scale: dict[str, float] | None = None,
 ) -> Any:
     """CE on the answer (+ 0.1 x KL(teacher || model) on the answer with the adapter disabled).
 
@@ -894,7 +989,8 @@ def training_loss(
     (:class:`CrossEntropy`, :class:`KLToBase` with the adapter-disabled reference) and its
     forward with logits only where they read (:func:`forward_kept`), so the bench measures the
     code ``vlm-retain train`` runs; pass ``objectives`` (:func:`our_objectives`) to build
-    them once per case rather than once per step.
+    them once per case rather than once per step; ``scale`` weights a chunk of a micro-batch
+    (:mod:`~vlm_retain.train.chunks`).
     """
     import torch
     import torch.nn.functional as F
@@ -905,7 +1001,8 @@ def training_loss(
 
         objectives = objectives if objectives is not None else our_objectives(model, teacher)
         inputs = {**model_inputs(batch), "use_cache": False}
-        total, _ = combine(objectives, batch, forward_kept(model, inputs, objectives, batch))
+        outputs = forward_kept(model, inputs, objectives, batch)
+        total, _ = combine(objectives, batch, outputs, scale)
         return total
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -1076,7 +1173,26 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "selective_tokens_per_s": get("train/llm-attn", "tokens_per_s"),
             "full_tokens_per_s": get("train/full", "tokens_per_s"),
             "full_peak_gib": get("train/full", "peak_gib"),
+            **_planned_summary(rows, base_tok),
         },
+    }
+
+
+def _planned_summary(rows: dict[str, dict[str, Any]], base_tok: Any) -> dict[str, Any]:
+    """The memory-planned case with the largest micro-batch: its choice and its speed."""
+    planned = [r for n, r in rows.items() if re.fullmatch(r"train/ours-planned-b\d+", n)]
+    top = max(planned, key=lambda r: r["batch_size"], default=None)
+    plan = (top or {}).get("memory_plan") or {}
+    tokens = top["tokens_per_s"] if top else None
+    return {
+        "planned_batch_size": top["batch_size"] if top else None,
+        "planned_chunk_rows": plan.get("chunk_rows"),
+        "planned_checkpointing": plan.get("gradient_checkpointing"),
+        "planned_trials": len(plan["trials"]) if plan else None,
+        "planned_plan_s": plan.get("plan_s"),
+        "planned_tokens_per_s": tokens,
+        "planned_speedup": tokens / base_tok if tokens is not None and base_tok else None,
+        "planned_peak_gib": top["peak_gib"] if top else None,
     }
 
 
@@ -1335,6 +1451,19 @@ def run_cases(bench: Bench) -> None:
                     vision_cache=cached,
                 ),
             )
+    for size in o.planned_batch_sizes:  # train.chunk_rows: auto, as the trainer runs it
+        bench.case(
+            f"train/ours-planned-b{size}",
+            "train",
+            lambda size=size: train(
+                shape,
+                tuning="lora",
+                batch_size=size,
+                answer_logits=True,
+                compiled=bench.cuda,
+                planned=True,
+            ),
+        )
     for size in o.static_batch_sizes:
         bench.case(
             f"eval/ours-static-b{size}",
@@ -1367,6 +1496,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-batch-sizes", type=_sizes, default=None, help="e.g. 32,64,128")
     parser.add_argument("--static-batch-sizes", type=_sizes, default=None, help="e.g. 256")
     parser.add_argument("--ours-batch-sizes", type=_sizes, default=None, help="e.g. 16,64")
+    parser.add_argument(
+        "--planned-batch-sizes", type=_sizes, default=None, help="memory-planned batches (256/4)"
+    )
+    parser.add_argument(
+        "--memory-cap-gib", type=float, default=None, help="plan as on a card with this much"
+    )
     parser.add_argument("--full-shape", default="auto", help="auto (3b; tiny), 3b, 7b, none")
     parser.add_argument("--only", type=_names, default=(), help="case names or prefixes*")
     parser.add_argument("--skip", type=_names, default=(), help="case names or prefixes*")

@@ -64,6 +64,17 @@ def gpu(
     ours_batch_sizes: str | None = typer.Option(
         None, "--ours-batch-sizes", help="Our training micro-batches [B,4B / B,2B]."
     ),
+    planned_batch_sizes: str | None = typer.Option(
+        None,
+        "--planned-batch-sizes",
+        help="Micro-batches run as train.chunk_rows: auto runs them (memory plan) [256 / 4].",
+    ),
+    memory_cap_gib: float | None = typer.Option(
+        None,
+        "--memory-cap-gib",
+        min=0.001,
+        help="Plan the planned cases as on a card with this much memory.",
+    ),
     full_shape: str = typer.Option(
         "auto", "--full-shape", help="Shape of the full fine-tuning case: auto (3b; tiny), none."
     ),
@@ -94,6 +105,8 @@ def gpu(
         eval_batch_sizes=_ints(eval_batch_sizes, "--eval-batch-sizes"),
         static_batch_sizes=_ints(static_batch_sizes, "--static-batch-sizes"),
         ours_batch_sizes=_ints(ours_batch_sizes, "--ours-batch-sizes"),
+        planned_batch_sizes=_ints(planned_batch_sizes, "--planned-batch-sizes"),
+        memory_cap_gib=memory_cap_gib,
         full_shape=full_shape,
         only=comma_list(only),
         skip=comma_list(skip),

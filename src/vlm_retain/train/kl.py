@@ -159,8 +159,8 @@ class KLToBase:
         mask = self.select(batch)
         count = int(mask.sum())
         self.extra = {"positions": float(count)}
-        if count == 0:
-            return logits.new_zeros((), dtype=logits.dtype).float()
+        if count == 0:  # zero, on the graph (a step may have no other term to backpropagate)
+            return logits.sum().float() * 0.0
         ref = self.reference.logits(model_inputs(batch), positions=mask)
         if self.top_k is not None and self.direction == "forward":
             ref = reduce_reference(ref, self.temperature, self.top_k, self.chunk_size)

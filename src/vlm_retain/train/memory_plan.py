@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -114,6 +115,63 @@ class CudaGauge:
         return int(total - max(others, 0))
 
 
+class CappedGauge:
+    """Another gauge with at most ``cap_bytes`` to use (``vlm-retain bench gpu
+    --memory-cap-gib``: the plan a smaller card would get, on a large one)."""
+
+    def __init__(self, gauge: MemoryGauge, cap_bytes: float) -> None:
+        self.gauge = gauge
+        self.cap_bytes = cap_bytes
+
+    def reset(self) -> None:
+        self.gauge.reset()
+
+    def peak_bytes(self) -> int:
+        return self.gauge.peak_bytes()
+
+    def capacity_bytes(self) -> int:
+        return int(min(self.gauge.capacity_bytes(), self.cap_bytes))
+
+
+class SavedTensorGauge:
+    """On CPU, where no allocator keeps a peak: the bytes autograd saves for backward between
+    ``reset`` and ``peak_bytes`` (the activations, the part of a step's memory that grows with
+    the rows; weights saved by reference are counted too). Capacity: ``capacity`` bytes. The
+    bench's CPU check and the tests plan with it; a GPU run uses :class:`CudaGauge`."""
+
+    def __init__(self, capacity: float = float("inf")) -> None:
+        self.capacity = capacity
+        self.saved = 0
+        self.peaks: list[int] = []
+        self._hooks: Any = None
+
+    def reset(self) -> None:
+        import torch
+
+        self.close()
+        self.saved = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+
+    def _pack(self, tensor: Any) -> Any:
+        self.saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def peak_bytes(self) -> int:
+        self.close()
+        self.peaks.append(self.saved)
+        return self.saved
+
+    def capacity_bytes(self) -> int:
+        return int(min(self.capacity, 2**62))
+
+    def close(self) -> None:
+        """Stop counting (a trial that failed never asked for its peak)."""
+        if self._hooks is not None:
+            hooks, self._hooks = self._hooks, None
+            hooks.__exit__(None, None, None)
+
+
 def candidate_rows(batch_size: int, above: int = 0) -> list[int]:
     """``batch_size, ceil(batch_size / 2), ... 1``, keeping only those above ``above``."""
     rows, out = batch_size, []
@@ -157,8 +215,11 @@ def choose_plan(
         if plain is None:
             raise _nothing_fits(batch_size, checkpointing)
         return plan(plain.rows, False, "checkpointing holds no more rows")
-    if plain is None or checkpointing == "on":
-        return plan(held.rows, True, "fits only with checkpointing" if plain is None else "on")
+    if checkpointing == "on":
+        whole = held.rows == batch_size
+        return plan(held.rows, True, "the whole micro-batch fits" if whole else "largest fit")
+    if plain is None:
+        return plan(held.rows, True, "fits only with checkpointing")
     timed = [try_rows(plain.rows, False, True), try_rows(held.rows, True, True)]
     trials.extend(timed)
     fast_plain, fast_held = (t.tokens_per_s or 0.0 for t in timed)
@@ -183,32 +244,44 @@ def _rounded(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
 
+def longest_by_modality(samples: Sequence[Any]) -> list[list[Any]]:
+    """The worst chunks a run will see: per modality (image rows, text-only rows; batches
+    never mix them), the samples by decreasing estimated tokens."""
+    by_modality: dict[bool, list[Any]] = {}
+    for sample in samples:
+        by_modality.setdefault(sample.image is not None, []).append(sample)
+    return [sorted(group, key=lambda s: -s.tokens) for _, group in sorted(by_modality.items())]
+
+
 class ChunkTrials:
     """``try_rows`` for :func:`choose_plan` on the run's own model, objectives and data.
 
-    Each trial collates the ``rows`` longest samples of each modality of ``samples`` and runs
-    forward, the objectives and backward on them, as a training chunk does, but without an
-    optimizer step: gradients are dropped after, and the torch RNG is restored (dropout draws
-    in a trial do not shift the run's). Under DDP every process tries the same settings and
-    they agree (a setting fits only if it fits everywhere; time is the slowest process's).
+    Each trial collates the first ``rows`` items of each of ``groups`` (worst first:
+    :func:`longest_by_modality`) and runs forward, the objectives and backward on them, as a
+    training chunk does, but without an optimizer step: gradients are dropped after, and the
+    torch RNG is restored (dropout draws in a trial do not shift the run's). What a trial
+    cannot hold is added by ``reserve_bytes(rows)`` (:func:`step_reserve`). Under DDP
+    (``accelerator``) every process tries the same settings and they agree (a setting fits
+    only if it fits everywhere; time is the slowest process's); without one, one process.
     """
 
     def __init__(
         self,
         *,
-        accelerator: Any,
         model: Any,
-        samples: Sequence[Any],
+        groups: Sequence[Sequence[Any]],
         collate: Callable[[list[Any]], dict[str, Any]],
         prepare: Callable[[dict[str, Any]], dict[str, Any]],
         loss: Callable[[Any, dict[str, Any]], Any],
         set_checkpointing: Callable[[bool], None],
         gauge: MemoryGauge,
-        reserve_bytes: int,
+        reserve_bytes: Callable[[int], int],
+        accelerator: Any = None,
         headroom: float = HEADROOM,
     ) -> None:
         self.accelerator = accelerator
         self.model = model
+        self.groups = [list(group) for group in groups if group]
         self.collate = collate
         self.prepare = prepare
         self.loss = loss
@@ -217,12 +290,6 @@ class ChunkTrials:
         self.reserve_bytes = reserve_bytes
         self.capacity_bytes = gauge.capacity_bytes()
         self.limit_bytes = (1 - headroom) * self.capacity_bytes
-        by_modality: dict[bool, list[Any]] = {}
-        for sample in samples:
-            by_modality.setdefault(sample.image is not None, []).append(sample)
-        self.longest = [
-            sorted(group, key=lambda s: -s.tokens) for _, group in sorted(by_modality.items())
-        ]
 
     def __call__(self, rows: int, checkpointing: bool, timed: bool) -> Trial:
         import torch
@@ -231,11 +298,13 @@ class ChunkTrials:
 
         self.set_checkpointing(checkpointing)
         peak, seconds, tokens, fits = 0, 0.0, 0, True
-        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), self.accelerator.no_sync(self.model):
-            # every pass is run even after one ran out of memory: under DDP each forward
-            # syncs buffers, so every process must make the same calls
-            for group in self.longest:
+        device = next(self.model.parameters()).device
+        devices = [device] if device.type == "cuda" else []
+        no_sync = self.accelerator.no_sync(self.model) if self.accelerator else nullcontext()
+        with torch.random.fork_rng(devices=devices), no_sync:
+            # every pass is run even after one ran out of memory, so that every process
+            # makes the same calls (the trainer's DDP does not broadcast buffers at forward)
+            for group in self.groups:
                 for _ in range(2 if timed else 1):
                     try:
                         batch = self.prepare(self.collate(group[:rows]))
@@ -249,11 +318,14 @@ class ChunkTrials:
                             raise
                         fits, took = False, 0.0
                     finally:
+                        close = getattr(self.gauge, "close", None)
+                        if close is not None:
+                            close()  # a failed pass never asked for its peak
                         self.model.zero_grad(set_to_none=True)
                         release_accelerator_memory()
                 seconds += took  # the last pass's: the first may have compiled
                 tokens += count_tokens(batch) if fits else 0
-        need = peak + self.reserve_bytes
+        need = peak + self.reserve_bytes(rows)
         fits, seconds = self._agree(fits and need <= self.limit_bytes, seconds)
         return Trial(
             rows=rows,
@@ -266,7 +338,7 @@ class ChunkTrials:
         )
 
     def _agree(self, fits: bool, seconds: float) -> tuple[bool, float]:
-        if self.accelerator.num_processes == 1:
+        if self.accelerator is None or self.accelerator.num_processes == 1:
             return fits, seconds
         import torch
 
@@ -281,3 +353,27 @@ def optimizer_reserve_bytes(optimizer: Any, trainable: Sequence[Any]) -> int:
     if len(getattr(optimizer, "state", {})) > 0:
         return 0
     return sum(2 * p.numel() * p.element_size() for p in trainable)
+
+
+def step_reserve(
+    optimizer: Any,
+    trainable: Sequence[Any],
+    *,
+    batch_size: int,
+    grad_accum: int,
+    extra_bytes: int = 0,
+) -> Callable[[int], int]:
+    """``reserve(rows)``: what a step at ``rows`` per pass holds that a trial does not see.
+    AdamW's state (:func:`optimizer_reserve_bytes`); ``extra_bytes`` (the vision cache's room
+    still to fill); and, when the pass is not the step's only one (chunks, or
+    ``grad_accum > 1``), the gradients already accumulated, which a trial starting from none
+    never holds during its forward (a whole copy of the trainable weights: small for LoRA,
+    the size of the model for full fine-tuning)."""
+    state = optimizer_reserve_bytes(optimizer, trainable)
+    grads = sum(p.numel() * p.element_size() for p in trainable)
+
+    def reserve(rows: int) -> int:
+        several = rows < batch_size or grad_accum > 1
+        return state + extra_bytes + (grads if several else 0)
+
+    return reserve

@@ -64,7 +64,8 @@ from vlm_retain.train.memory_plan import (
     ChunkTrials,
     MemoryGauge,
     MemoryPlan,
-    optimizer_reserve_bytes,
+    longest_by_modality,
+    step_reserve,
 )
 from vlm_retain.train.prefetch import Prefetched, own_processor, wants_prefetch
 from vlm_retain.train.probe import Probe, ProbeResult, ProbeSuite, RetentionWatch, eval_loss
@@ -221,8 +222,13 @@ def enable_checkpointing(model: Any) -> None:
 
 
 def set_checkpointing(model: Any, on: bool) -> None:
-    """Gradient checkpointing on or off (the memory plan tries both)."""
+    """Gradient checkpointing on or off (the memory plan tries both). Enabling registers hooks
+    that make the embeddings' outputs require grad; they are removed when it is turned off
+    (and before it is turned on again, so they never pile up), as without checkpointing
+    nothing should backpropagate into a frozen vision tower."""
     target = unwrap(model)
+    if hasattr(target, "disable_input_require_grads"):
+        target.disable_input_require_grads()
     if on:
         enable_checkpointing(model)
     elif hasattr(target, "activation_checkpointing_disable"):  # the names of enable_checkpointing
@@ -415,9 +421,16 @@ def train(
             "--alpha 1 --merge-into-base --out M) and set model.path to M, or remove "
             "model.adapter to train a new adapter",
         )
-    kwargs = []
-    if config.tuning.trains("vision") or config.tuning.trains("projector"):
-        kwargs.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    # DDP: no buffer broadcast at each forward (the models' buffers, rotary frequencies, are
+    # the same on every rank), so the memory plan's trials make no collective call until they
+    # agree, even when one rank runs out of memory mid-forward
+    kwargs = [
+        DistributedDataParallelKwargs(
+            broadcast_buffers=False,
+            find_unused_parameters=config.tuning.trains("vision")
+            or config.tuning.trains("projector"),
+        )
+    ]
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     accelerator = Accelerator(
         mixed_precision=mixed_precision(tc.precision, device_type),
@@ -595,13 +608,19 @@ def train(
         lambda gauge: ChunkTrials(
             accelerator=accelerator,
             model=model,
-            samples=first,
-            collate=collator,
+            groups=longest_by_modality(first),
+            collate=lambda samples: _as_replay(collator(samples)),
             prepare=lambda batch: prepare(batch, loaded),
             loss=step_loss,
             set_checkpointing=lambda on: set_checkpointing(model, on),
             gauge=gauge,
-            reserve_bytes=optimizer_reserve_bytes(optimizer, trainable),
+            reserve_bytes=step_reserve(
+                optimizer,
+                trainable,
+                batch_size=tc.batch_size,
+                grad_accum=tc.grad_accum,
+                extra_bytes=_cache_room(vision_cache),
+            ),
         ),
         hooks.memory_gauge,
     )
@@ -641,6 +660,7 @@ def train(
             "retention": watch.state(),
             "config_hash": config_hash(config),
             "chunk_rows": chunk_rows,
+            "chunk_rows_auto": tc.chunk_rows == "auto",
             "gradient_checkpointing": checkpointing,
         }
         save_checkpoint(
@@ -703,10 +723,12 @@ def train(
                 except Exception as exc:  # only out-of-memory is handled here
                     if not is_oom(exc):
                         raise
-                    optimizer.zero_grad(set_to_none=True)
+                    _forget_step(accelerator, trainable)
                     release_accelerator_memory()
                     accelerator.step = 0
-                    if pos.step != first_step:
+                    # several processes: the others wait in a collective call, and DDP's
+                    # reducer is mid-reduction; a retry cannot be agreed on safely
+                    if pos.step != first_step or accelerator.num_processes > 1:
                         raise oom_error(config, checkpointing, chunk_rows) from None
                     if can_split and chunk_rows > 1:
                         chunk_rows = math.ceil(chunk_rows / 2)
@@ -853,7 +875,8 @@ def choose_chunk_rows(
     checkpoint recorded; else the memory plan (:mod:`~vlm_retain.train.memory_plan`) where a
     gauge measures it (the CUDA allocator, or a test's); else, on CPU, the whole micro-batch.
     Under DeepSpeed, whose engine counts every backward as a micro-step, a micro-batch is never
-    split.
+    split; under FSDP ``auto`` runs no trials (a rank out of memory mid-forward would leave the
+    others in a layer's all-gather) and keeps the whole micro-batch.
     """
     from vlm_retain.train.memory_plan import GIB, CudaGauge, choose_plan
 
@@ -868,13 +891,15 @@ def choose_chunk_rows(
                 hint="set it to auto, or lower train.batch_size and raise train.grad_accum",
             )
         return rows, checkpointing, None
-    if "chunk_rows" in state:
+    if deepspeed:
+        return tc.batch_size, checkpointing, None
+    if state.get("chunk_rows_auto") and "chunk_rows" in state:
         recorded = bool(state.get("gradient_checkpointing"))
         keep = checkpointing or (tc.gradient_checkpointing == "auto" and recorded)
         return min(int(state["chunk_rows"]), tc.batch_size), keep, None
     if gauge is None and accelerator.device.type == "cuda":
         gauge = CudaGauge(accelerator.device)
-    if gauge is None or deepspeed:
+    if gauge is None or _is_fsdp(accelerator):
         return tc.batch_size, checkpointing, None
     trials = trials_for(gauge)
     plan = choose_plan(
@@ -887,6 +912,46 @@ def _is_deepspeed(accelerator: Any) -> bool:
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def _is_fsdp(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def _is_ddp(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.MULTI_GPU
+
+
+def _forget_step(accelerator: Any, trainable: list[Any]) -> None:
+    """Drop what a failed step left: every gradient (the optimizer's ``zero_grad`` does
+    nothing while accelerate accumulates) and an fp16 scaler's record of having unscaled
+    (else the retried step's clipping refuses to unscale again)."""
+    for param in trainable:
+        param.grad = None
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and hasattr(scaler, "_per_optimizer_states"):
+        from collections import defaultdict
+
+        from torch.amp.grad_scaler import _refresh_per_optimizer_state
+
+        scaler._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
+
+
+def _as_replay(batch: dict[str, Any]) -> dict[str, Any]:
+    """A trial batch with every row flagged replay, so that a KL on replay rows runs its
+    teacher pass on all of them: the most memory such a chunk can take."""
+    if "replay" in batch:
+        batch["replay"] = batch["replay"].new_ones(batch["replay"].shape)
+    return batch
+
+
+def _cache_room(cache: Any) -> int:
+    """Device memory the vision cache may still fill after the trials."""
+    return max(0, cache.limit_bytes - cache.bytes) if cache is not None else 0
 
 
 def _optimizer_step(
@@ -910,21 +975,24 @@ def _optimizer_step(
     parts_sum: dict[str, list[float]] = {}
     tokens = 0
     grad_norm = None
+    ddp = _is_ddp(accelerator)
     for _, _, chunks in micro:
-        prepared = [prepare(chunk, loaded) for chunk in chunks]
-        tokens += sum(count_tokens(chunk) for chunk in prepared)
-        scales = chunk_scales(objectives, prepared) if len(prepared) > 1 else [None]
+        # the weights from the collated chunks (on the host); each goes to the device in turn
+        scales = chunk_scales(objectives, chunks) if len(chunks) > 1 else [None]
         merged = ChunkParts(objectives)
         with accelerator.accumulate(model):
-            for i, (chunk, scale) in enumerate(zip(prepared, scales, strict=True)):
-                # DDP reduces gradients once, on the micro-batch's last chunk
-                inner = accelerator.sync_gradients and i < len(prepared) - 1
+            for i, (chunk, scale) in enumerate(zip(chunks, scales, strict=True)):
+                chunk = prepare(chunk, loaded)
+                tokens += count_tokens(chunk)
+                # DDP reduces gradients once, on the micro-batch's last chunk (FSDP keeps
+                # reducing each: its no_sync would hold whole, unsharded gradients)
+                inner = ddp and accelerator.sync_gradients and i < len(chunks) - 1
                 with accelerator.no_sync(model) if inner else contextlib.nullcontext():
                     outputs = forward(model, chunk)
                     loss, parts = combine(objectives, chunk, outputs, scale)
                     accelerator.backward(loss)
                 merged.add(parts, scale)
-                del outputs, loss
+                del outputs, loss, chunk
             if accelerator.sync_gradients and max_grad_norm is not None:
                 # DeepSpeed clips inside its own step and may report no norm (None)
                 norm = accelerator.clip_grad_norm_(trainable, max_grad_norm)
