@@ -132,7 +132,9 @@ def test_answer_only_logits_give_the_models_loss_and_gradients():
     _plain_and_ours(model, gpu.synthetic_batch(cfg, 2, answer=True), teacher=False)
 
 
-def test_our_step_with_the_teacher_gives_the_plain_steps_loss_and_gradients():
+def _tiny_lora():
+    """The tiny shape with LoRA on the LLM's q/v, adapters set off zero (so the adapter-
+    disabled teacher and the student differ)."""
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -141,10 +143,15 @@ def test_our_step_with_the_teacher_gives_the_plain_steps_loss_and_gradients():
     base = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="sdpa")
     targets = r".*language_model.*\.(q_proj|v_proj)"
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
-    with torch.no_grad():  # adapters off zero, so the teacher and the student differ
+    with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
+    return model, cfg
+
+
+def test_our_step_with_the_teacher_gives_the_plain_steps_loss_and_gradients():
+    model, cfg = _tiny_lora()
     batch = gpu.synthetic_batch(cfg, 2, answer=True)
     with torch.no_grad():
         plain = gpu.training_loss(model, batch, answer_logits=False, teacher=False)
@@ -252,18 +259,7 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
 
 
 def test_the_chunked_step_gives_the_whole_batch_loss_and_gradients():
-    from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    torch.manual_seed(0)
-    cfg = gpu.load_config("tiny")
-    base = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="sdpa")
-    targets = r".*language_model.*\.(q_proj|v_proj)"
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
+    model, cfg = _tiny_lora()
     batch = gpu.synthetic_batch(cfg, 5, answer=True)
     objectives = gpu.our_objectives(model, teacher=True)
     results = []

@@ -43,6 +43,19 @@ def _parts_and_grads(model, objectives, batch, *, kept: bool):
     return parts, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def assert_same_step(got: tuple, want: tuple) -> None:
+    """Logged parts and gradients equal up to float rounding (``(parts, grads)`` pairs)."""
+    import torch
+
+    (parts, grads), (want_parts, want_grads) = got, want
+    assert parts.keys() == want_parts.keys()
+    for key, value in want_parts.items():
+        assert parts[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    assert grads.keys() == want_grads.keys() and grads
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_layout(qwen_folder):
     import torch
 
@@ -153,13 +166,8 @@ def test_packed_losses_and_gradients_match_the_padded_batch(qwen_folder, spec, k
     assert padded_parts["kl"] > 0 and {"ce/a", "ce/b"} <= set(padded_parts)
 
     one_row = pack_batch(batch, rope_index_fn(model))
-    parts, grads = _parts_and_grads(model, objectives, one_row, kept=kept)
-    assert parts.keys() == padded_parts.keys()
-    for key, value in padded_parts.items():
-        assert parts[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
-    assert grads.keys() == padded_grads.keys() and grads
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    packed = _parts_and_grads(model, objectives, one_row, kept=kept)
+    assert_same_step(packed, (padded_parts, padded_grads))
 
     # one line per row: the same shapes as the padded batch, and bit-for-bit the same results
     per_line = pack_batch(batch, rope_index_fn(model), row_tokens=1)

@@ -1375,50 +1375,27 @@ def run_cases(bench: Bench) -> None:
     )
     bs = o.batch_size
     train = bench.train_case
+
+    def ours(name: str, size: int, **settings: Any) -> None:
+        """One case of our LoRA step (answer-only logits) at micro-batch ``size``."""
+        bench.case(
+            name,
+            "train",
+            lambda: train(shape, tuning="lora", batch_size=size, answer_logits=True, **settings),
+        )
+
     bench.case("train/lora", "train", lambda: train(shape, tuning="lora", batch_size=bs))
     bench.case(
         "train/lora-kl", "train", lambda: train(shape, tuning="lora", batch_size=bs, teacher=True)
     )
     for i, size in enumerate(o.ours_batch_sizes):
-        bench.case(
-            f"train/ours-b{size}",
-            "train",
-            lambda size=size: train(shape, tuning="lora", batch_size=size, answer_logits=True),
-        )
+        ours(f"train/ours-b{size}", size)
         if i == 0:
-            bench.case(
-                f"train/ours-kl-b{size}",
-                "train",
-                lambda size=size: train(
-                    shape, tuning="lora", batch_size=size, answer_logits=True, teacher=True
-                ),
-            )
-            bench.case(
-                f"train/ours-klr-b{size}",
-                "train",
-                lambda size=size: train(
-                    shape,
-                    tuning="lora",
-                    batch_size=size,
-                    answer_logits=True,
-                    teacher=True,
-                    replay_every=REPLAY_EVERY,
-                ),
-            )
+            ours(f"train/ours-kl-b{size}", size, teacher=True)
+            ours(f"train/ours-klr-b{size}", size, teacher=True, replay_every=REPLAY_EVERY)
     for i, size in enumerate(o.ours_batch_sizes):
         for kl in (False, True) if i == 0 else (False,):
-            bench.case(
-                f"train/ours{'-kl' if kl else ''}-vc-b{size}",
-                "train",
-                lambda size=size, kl=kl: train(
-                    shape,
-                    tuning="lora",
-                    batch_size=size,
-                    answer_logits=True,
-                    teacher=kl,
-                    vision_cache=True,
-                ),
-            )
+            ours(f"train/ours{'-kl' if kl else ''}-vc-b{size}", size, teacher=kl, vision_cache=True)
     bench.case(
         "train/lora-gc",
         "train",
@@ -1429,41 +1406,20 @@ def run_cases(bench: Bench) -> None:
         bench.case("train/full", "train", lambda: train(o.full_shape, tuning="full", batch_size=bs))
     # last: compilation takes a while, and a time budget should cut these first
     first, large = o.ours_batch_sizes[0], o.ours_batch_sizes[-1]
-    bench.case(
-        f"train/ours-compiled-b{first}",
-        "train",
-        lambda: train(shape, tuning="lora", batch_size=first, answer_logits=True, compiled=True),
-    )
+    ours(f"train/ours-compiled-b{first}", first, compiled=True)
     if large != first:  # everything together at the large micro-batch, with and without KL
         for kl, compiled, cached in LARGE_COMBINATIONS:
             name = "train/ours" + ("-klr" if kl else "") + ("-compiled" if compiled else "")
-            bench.case(
+            ours(
                 name + ("-vc" if cached else "") + f"-b{large}",
-                "train",
-                lambda kl=kl, compiled=compiled, cached=cached: train(
-                    shape,
-                    tuning="lora",
-                    batch_size=large,
-                    answer_logits=True,
-                    teacher=kl,
-                    replay_every=REPLAY_EVERY if kl else None,
-                    compiled=compiled,
-                    vision_cache=cached,
-                ),
+                large,
+                teacher=kl,
+                replay_every=REPLAY_EVERY if kl else None,
+                compiled=compiled,
+                vision_cache=cached,
             )
     for size in o.planned_batch_sizes:  # train.chunk_rows: auto, as the trainer runs it
-        bench.case(
-            f"train/ours-planned-b{size}",
-            "train",
-            lambda size=size: train(
-                shape,
-                tuning="lora",
-                batch_size=size,
-                answer_logits=True,
-                compiled=bench.cuda,
-                planned=True,
-            ),
-        )
+        ours(f"train/ours-planned-b{size}", size, compiled=bench.cuda, planned=True)
     for size in o.static_batch_sizes:
         bench.case(
             f"eval/ours-static-b{size}",
