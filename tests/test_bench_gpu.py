@@ -258,6 +258,18 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
     assert data["train"]["planned_chunk_rows"] == 4
 
 
+def test_checkpointing_switched_off_leaves_no_hooks():
+    """The planned case's trials switch checkpointing; off again, nothing may keep the frozen
+    vision tower's output requiring grad for the cases after it."""
+    model, _ = _tiny_lora()
+    base = model.get_base_model()
+    gpu._checkpointing(base, True)
+    gpu._checkpointing(base, True)
+    assert len(base._require_grads_hooks) == 2  # not four: re-enabling does not stack them
+    gpu._checkpointing(base, False)
+    assert not getattr(base, "_require_grads_hooks", None)
+
+
 def test_the_chunked_step_gives_the_whole_batch_loss_and_gradients():
     model, cfg = _tiny_lora()
     batch = gpu.synthetic_batch(cfg, 5, answer=True)

@@ -508,3 +508,39 @@ def test_a_failed_step_leaves_no_gradients_and_no_unscaled_record() -> None:
     scaler.step(optimizer)
     scaler.update()
     assert torch.equal(weight.detach(), torch.full((3,), 0.8))
+
+
+def test_out_of_memory_in_the_update_is_not_retried(data, tmp_path, monkeypatch) -> None:
+    """AdamW running out of memory mid-update has already moved part of the weights: the run
+    stops with the advice instead of retrying a step that would then differ."""
+    import torch
+
+    updates: list[int] = []
+
+    def update_out_of_memory(self, *args, **kwargs):
+        updates.append(1)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", update_out_of_memory)
+    with pytest.raises(InputError, match="out of memory during training"):
+        _run(data, tmp_path / "update")
+    assert len(updates) == 1  # neither smaller chunks nor checkpointing were tried
+    assert not (tmp_path / "update").exists()
+
+
+def test_a_capped_gauge_stops_counting_when_closed() -> None:
+    import torch
+
+    from vlm_retain.train.memory_plan import GIB, CappedGauge
+
+    inner = SavedTensorGauge()
+    capped = CappedGauge(inner, 2 * GIB)
+    assert capped.capacity_bytes() == 2 * GIB
+    weight = torch.ones(4, requires_grad=True)
+    capped.reset()
+    (weight * weight).sum()
+    counted = inner.saved
+    assert counted > 0
+    capped.close()  # as a trial that failed does
+    (weight * weight).sum()
+    assert inner.saved == counted

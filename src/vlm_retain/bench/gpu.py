@@ -927,7 +927,12 @@ class Bench:
 
 def _checkpointing(model: Any, on: bool) -> None:
     """Non-reentrant activation checkpointing on/off (the old name works on every v5 release;
-    its deprecation warning is filtered in :func:`run_benchmark`)."""
+    its deprecation warning is filtered in :func:`run_benchmark`). Enabling adds hooks that
+    make the embeddings' outputs require grad, which disabling leaves in place (transformers
+    5.24, outside its own PEFT integration): they are removed here each time, else every later
+    case would backpropagate into the frozen vision tower."""
+    if hasattr(model, "disable_input_require_grads"):
+        model.disable_input_require_grads()
     if on:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:

@@ -15,8 +15,9 @@ and the first that fits is taken; if it is the whole micro-batch, nothing more i
 when it holds more, both are timed (a second pass each: the first may compile) and the one with
 more tokens per second wins. Checkpointing ``on`` or ``off`` fixes that half of the choice.
 
-"Fits": the trial's peak allocated memory, plus the optimizer state still to come (AdamW keeps
-two tensors per trainable parameter, allocated at the first step), is at most
+"Fits": the trial's peak allocated memory, plus what the step will hold that a trial does not
+(:func:`step_reserve`: AdamW's state, allocated at the first step; the gradients already
+accumulated when a pass is not the step's only one; the vision cache's room), is at most
 ``(1 - headroom)`` of what this process may use (the device's memory less what other processes
 hold). The headroom (10%) covers later batches a little longer than epoch 0's (replay is
 redrawn every epoch) and the allocator's fragmentation; an out-of-memory first step still
@@ -131,6 +132,11 @@ class CappedGauge:
 
     def capacity_bytes(self) -> int:
         return int(min(self.gauge.capacity_bytes(), self.cap_bytes))
+
+    def close(self) -> None:
+        close = getattr(self.gauge, "close", None)
+        if close is not None:
+            close()
 
 
 class SavedTensorGauge:

@@ -726,9 +726,16 @@ def train(
                     _forget_step(accelerator, trainable)
                     release_accelerator_memory()
                     accelerator.step = 0
-                    # several processes: the others wait in a collective call, and DDP's
-                    # reducer is mid-reduction; a retry cannot be agreed on safely
-                    if pos.step != first_step or accelerator.num_processes > 1:
+                    # no retry: after the first step; with several processes (the others wait
+                    # in a collective call, DDP's reducer is mid-reduction); under DeepSpeed
+                    # (its own gradient buffers keep the failed attempt's); or when the update
+                    # itself ran out (part of the weights and moments are already changed)
+                    if (
+                        pos.step != first_step
+                        or accelerator.num_processes > 1
+                        or _is_deepspeed(accelerator)
+                        or isinstance(exc, UpdateOutOfMemory)
+                    ):
                         raise oom_error(config, checkpointing, chunk_rows) from None
                     if can_split and chunk_rows > 1:
                         chunk_rows = math.ceil(chunk_rows / 2)
@@ -926,6 +933,11 @@ def _is_ddp(accelerator: Any) -> bool:
     return accelerator.distributed_type == DistributedType.MULTI_GPU
 
 
+class UpdateOutOfMemory(RuntimeError):
+    """Out of memory inside the optimizer's update (AdamW allocating its state or a
+    temporary): unlike a forward or backward, it cannot be retried in smaller chunks."""
+
+
 def _forget_step(accelerator: Any, trainable: list[Any]) -> None:
     """Drop what a failed step left: every gradient (the optimizer's ``zero_grad`` does
     nothing while accelerate accumulates) and an fp16 scaler's record of having unscaled
@@ -997,7 +1009,12 @@ def _optimizer_step(
                 # DeepSpeed clips inside its own step and may report no norm (None)
                 norm = accelerator.clip_grad_norm_(trainable, max_grad_norm)
                 grad_norm = float(norm) if norm is not None else None
-            optimizer.step()
+            try:
+                optimizer.step()
+            except Exception as exc:
+                if is_oom(exc):
+                    raise UpdateOutOfMemory(str(exc)) from exc
+                raise
             optimizer.zero_grad(set_to_none=True)
         for key, value in merged.merged().items():
             parts_sum.setdefault(key, []).append(value)
