@@ -259,14 +259,17 @@ def test_tiny_cli_run_writes_every_required_key(run_cli, tmp_path):
 
 
 def test_checkpointing_switched_off_leaves_no_hooks():
-    """The planned case's trials switch checkpointing; off again, nothing may keep the frozen
-    vision tower's output requiring grad for the cases after it."""
+    """The planned case's trials switch checkpointing on the bench's base model (the shared
+    switch, models.checkpointing); off again, nothing may keep the frozen vision tower's
+    output requiring grad for the cases after it."""
+    from vlm_retain.models.checkpointing import set_checkpointing
+
     model, _ = _tiny_lora()
     base = model.get_base_model()
-    gpu._checkpointing(base, True)
-    gpu._checkpointing(base, True)
+    set_checkpointing(base, True)
+    set_checkpointing(base, True)
     assert len(base._require_grads_hooks) == 2  # not four: re-enabling does not stack them
-    gpu._checkpointing(base, False)
+    set_checkpointing(base, False)
     assert not getattr(base, "_require_grads_hooks", None)
 
 

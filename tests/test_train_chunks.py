@@ -69,7 +69,7 @@ def _chunked(model, objectives, chunks):
     from vlm_retain.train.objectives import combine, model_inputs
 
     model.zero_grad(set_to_none=True)
-    scales = chunk_scales(objectives, chunks) if len(chunks) > 1 else [None]
+    scales = chunk_scales(objectives, chunks)
     merged = ChunkParts(objectives)
     for chunk, scale in zip(chunks, scales, strict=True):
         total, parts = combine(objectives, chunk, model(**model_inputs(chunk)), scale)
@@ -127,6 +127,7 @@ def test_scales_and_parts_by_hand() -> None:
         {"ce": 0.25, "l2sp": 0.0},
         {"ce": 0.0, "l2sp": 0.0},
     ]
+    assert chunk_scales([Mean(), PerStep()], chunks[:1]) == [None]  # the batch itself
     # nothing to average anywhere: computed once, as the unsplit batch would
     empty = [{"n": torch.tensor(0)}] * 2
     assert chunk_scales([Mean()], empty) == [{"ce": 1.0}, {"ce": 0.0}]
@@ -356,8 +357,8 @@ def test_chunks_of_packed_rows_log_the_same_losses(data, whole_run, tmp_path) ->
 def test_checkpointing_on_and_off_leaves_nothing_behind(qwen_folder) -> None:
     """The plan's trials switch checkpointing; switched off, no hook may keep making the
     embeddings' outputs require grad (a frozen tower would then be backpropagated)."""
+    from vlm_retain.models.checkpointing import set_checkpointing
     from vlm_retain.models.unwrap import unwrap
-    from vlm_retain.train.trainer import set_checkpointing
 
     _, model = tuned_model(qwen_folder, "lora")
     target = unwrap(model)

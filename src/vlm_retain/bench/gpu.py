@@ -712,6 +712,7 @@ class Bench:
         """``train.chunk_rows: auto`` for this batch: the trainer's trials and choice, measured
         by the CUDA allocator (on CPU: bytes saved for backward), capped at
         ``--memory-cap-gib`` to see what a smaller card would get."""
+        from vlm_retain.models.checkpointing import set_checkpointing
         from vlm_retain.train.memory_plan import (
             GIB,
             CappedGauge,
@@ -735,7 +736,7 @@ class Bench:
             loss=lambda m, chunk: training_loss(
                 m, chunk, answer_logits=True, teacher=teacher, objectives=objectives
             ),
-            set_checkpointing=lambda on: _checkpointing(base, on),
+            set_checkpointing=lambda on: set_checkpointing(base, on),
             gauge=gauge,
             reserve_bytes=step_reserve(optimizer, trainable, batch_size=size, grad_accum=1),
         )
@@ -769,6 +770,7 @@ class Bench:
         """
         import torch
 
+        from vlm_retain.models.checkpointing import set_checkpointing
         from vlm_retain.models.registry import get_family
         from vlm_retain.models.vision_attention import restore_attention, use_segment_attention
         from vlm_retain.train.presets import LoraOptions, TuningSpec, apply_tuning
@@ -817,7 +819,7 @@ class Bench:
                     raise CaseError("KL on replay rows is part of our step with the teacher only")
                 batch["replay"] = torch.arange(batch_size, device=self.device) % replay_every == 0
             if checkpointing:
-                _checkpointing(base, True)
+                set_checkpointing(base, True)
             model.train()
             if answer_logits:
                 _require_kept_logits(model)
@@ -831,7 +833,7 @@ class Bench:
                 started = time.perf_counter()
                 plan = self.memory_plan(model, base, batch, objectives, teacher, optimizer)
                 checkpointing = plan.checkpointing  # turned off again below
-                _checkpointing(base, checkpointing)  # the choice, not the last trial's
+                set_checkpointing(base, checkpointing)  # the choice, not the last trial's
                 plan_row = {**plan.summary(), "plan_s": time.perf_counter() - started}
                 chunks, scales = _chunked(batch, plan.rows, objectives)
                 reset_peak(self.device)  # the steps' peak, not the trials'
@@ -872,7 +874,7 @@ class Bench:
             if cache is not None:
                 cache.remove()
             if checkpointing or planned:  # the plan's trials may have left it on
-                _checkpointing(base, False)
+                set_checkpointing(base, False)
             if optimizer is not None:
                 optimizer.state.clear()
             model.eval()
@@ -925,20 +927,6 @@ class Bench:
         return row
 
 
-def _checkpointing(model: Any, on: bool) -> None:
-    """Non-reentrant activation checkpointing on/off (the old name works on every v5 release;
-    its deprecation warning is filtered in :func:`run_benchmark`). Enabling adds hooks that
-    make the embeddings' outputs require grad, which disabling leaves in place (transformers
-    5.24, outside its own PEFT integration): they are removed here each time, else every later
-    case would backpropagate into the frozen vision tower."""
-    if hasattr(model, "disable_input_require_grads"):
-        model.disable_input_require_grads()
-    if on:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_disable()
-
-
 def _rows_of(batch: dict[str, Any], rows: Sequence[int]) -> dict[str, Any]:
     """The synthetic batch's ``rows`` (images included), as the collator would give them."""
     import torch
@@ -958,9 +946,8 @@ def _chunked(batch: dict[str, Any], rows: int, objectives: list[Any]) -> tuple[l
     from vlm_retain.train.chunks import chunk_scales, split_rows
 
     size = int(batch["input_ids"].shape[0])
-    chunks = [_rows_of(batch, part) for part in split_rows(list(range(size)), rows)]
-    if len(chunks) == 1:
-        return [batch], [None]
+    parts = split_rows(list(range(size)), rows)
+    chunks = [batch] if len(parts) == 1 else [_rows_of(batch, part) for part in parts]
     return chunks, chunk_scales(objectives, chunks)
 
 

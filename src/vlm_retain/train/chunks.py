@@ -34,12 +34,17 @@ def split_rows(items: Sequence[T], rows: int | None) -> list[list[T]]:
     return [list(items[i : i + rows]) for i in range(0, len(items), rows)]
 
 
-def chunk_scales(objectives: Sequence[Any], chunks: Sequence[Mapping[str, Any]]) -> list[dict]:
+def chunk_scales(
+    objectives: Sequence[Any], chunks: Sequence[Mapping[str, Any]]
+) -> list[dict[str, float] | None]:
     """Per chunk, the factor each objective's value gets (see the module docstring).
 
-    An objective whose whole batch has nothing to average (``N = 0``) is computed on the first
-    chunk only, as the unsplit batch computes it once (and gets 0).
+    A single chunk is the batch itself: ``[None]`` (no factors, nothing counted). An objective
+    whose whole batch has nothing to average (``N = 0``) is computed on the first chunk only,
+    as the unsplit batch computes it once (and gets 0).
     """
+    if len(chunks) == 1:
+        return [None]
     first_only = [1.0] + [0.0] * (len(chunks) - 1)
     factors: dict[str, list[float]] = {}
     for objective in objectives:

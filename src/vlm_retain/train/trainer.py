@@ -44,8 +44,8 @@ from rich.console import Console
 
 from vlm_retain.errors import InputError
 from vlm_retain.fsutil import atomic_write_json, read_marker, write_marker
+from vlm_retain.models.checkpointing import set_checkpointing
 from vlm_retain.models.loading import is_oom, release_accelerator_memory
-from vlm_retain.models.unwrap import unwrap
 from vlm_retain.train.callbacks import ParamDistance, TrainLog, check_trackers, step_line
 from vlm_retain.train.checkpoint import (
     Position,
@@ -206,36 +206,6 @@ def configure_deepspeed(plugin: Any, config: RunConfig, num_processes: int) -> d
     }
     ds.update(values)
     return values
-
-
-def enable_checkpointing(model: Any) -> None:
-    """Gradient checkpointing without the reentrant variant (works with frozen inputs/PEFT)."""
-    target = unwrap(model)
-    # transformers 5.2x renamed it (the old name warns); older releases have only the old one
-    kwargs = {"use_reentrant": False}
-    if hasattr(target, "activation_checkpointing_enable"):
-        target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if hasattr(target.config, "use_cache"):
-        target.config.use_cache = False
-
-
-def set_checkpointing(model: Any, on: bool) -> None:
-    """Gradient checkpointing on or off (the memory plan tries both). Enabling registers hooks
-    that make the embeddings' outputs require grad; they are removed when it is turned off
-    (and before it is turned on again, so they never pile up), as without checkpointing
-    nothing should backpropagate into a frozen vision tower."""
-    target = unwrap(model)
-    if hasattr(target, "disable_input_require_grads"):
-        target.disable_input_require_grads()
-    if on:
-        enable_checkpointing(model)
-    elif hasattr(target, "activation_checkpointing_disable"):  # the names of enable_checkpointing
-        if target.is_activation_checkpointing:
-            target.activation_checkpointing_disable()
-    elif target.is_gradient_checkpointing:
-        target.gradient_checkpointing_disable()
 
 
 # --- the data stream -------------------------------------------------------------------------
@@ -518,7 +488,7 @@ def train(
     model = tuned.model
     checkpointing = tc.gradient_checkpointing == "on"
     if checkpointing:
-        enable_checkpointing(model)
+        set_checkpointing(model, True)
     fisher = None
     fisher_info: dict[str, Any] = {}
     if config.objectives.ewc.weight > 0:
@@ -990,7 +960,7 @@ def _optimizer_step(
     ddp = _is_ddp(accelerator)
     for _, _, chunks in micro:
         # the weights from the collated chunks (on the host); each goes to the device in turn
-        scales = chunk_scales(objectives, chunks) if len(chunks) > 1 else [None]
+        scales = chunk_scales(objectives, chunks)
         merged = ChunkParts(objectives)
         with accelerator.accumulate(model):
             for i, (chunk, scale) in enumerate(zip(chunks, scales, strict=True)):
